@@ -1,0 +1,23 @@
+"""tritonep: Equilibrium Propagation for recurrent nets (FRE-RNN), with a
+pure-PyTorch reference path and Triton kernels.
+
+    net = tritonep.EPNet([784, 512, 512, 10], feedback=0.01, nudge=0.1)
+    loss, logits = net.ep_step(x, y)   # fills .grad, like loss.backward()
+    optimizer.step()
+"""
+from .baselines import bp_gradients, bptt_gradients, feedforward
+from .net import Dense, EPNet, EPSequential
+from .topology import Link, Topology
+
+__version__ = "0.1.0"
+
+__all__ = ["EPNet", "EPSequential", "Dense", "Link", "Topology", "bp_gradients", "bptt_gradients",
+           "feedforward", "data", "__version__"]
+
+
+def __getattr__(name):  # tritonep.data on first use, without importing it at start-up
+    if name == "data":
+        import importlib
+
+        return importlib.import_module(".data", __name__)
+    raise AttributeError(f"module 'tritonep' has no attribute {name!r}")

@@ -1,0 +1,222 @@
+"""The maths of EP on a layered recurrent net, in plain PyTorch.
+
+This is the specification the Triton kernels are checked against, and the fast
+path on CPU. Notation follows Liu & Chen (FRE-RNN, arXiv 2508.11659):
+
+    s_l[t+1] = rho( drive_l + sum_{links c into l} scale_c * s_src(c)[t] @ M_c  (+ nudge on the top layer) )
+
+States are firing rates (post-activation), updated synchronously: every layer
+reads the previous step's states. ``drive_l`` (input drive ``x @ W0^T`` plus the
+layer's bias) is computed once per batch. A ``term`` here is a triple
+``(src, M, scale)`` with ``M`` already oriented so the contribution is
+``scale * s[src] @ M`` (shape ``(B, n_src) @ (n_src, n_dst)``).
+
+Every function takes an optional ``out`` so the same equations run in place into
+preallocated buffers (no autograd, the fast path) or out of place (autograd can
+differentiate them: BPTT in ``tritonep.baselines``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+Term = tuple[int, Tensor, float]
+
+ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
+
+
+def check_activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+    return name
+
+
+def activate(name: str, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """rho(x). ``tanh``; ``hard_sigmoid`` = clamp(x, 0, 1); ``pep_sigmoid`` =
+    1 / (1 + exp(-4 (x - 0.5))) (Ernoult et al. 2019). In place when ``out is x``."""
+    if name == "tanh":
+        return torch.tanh(x, out=out) if out is not None else torch.tanh(x)
+    if name == "hard_sigmoid":
+        return torch.clamp(x, 0.0, 1.0, out=out) if out is not None else torch.clamp(x, 0.0, 1.0)
+    if name == "pep_sigmoid":
+        if out is None:
+            return torch.sigmoid(4.0 * (x - 0.5))
+        if out is not x:
+            out.copy_(x)
+        return out.sub_(0.5).mul_(4.0).sigmoid_()
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+# ----------------------------------------------------------------------------- nudges
+class SoftmaxNudge:
+    """FRE nudge: ``+ beta_f * (y - softmax(s_L @ W_f^T + b_f)) @ M_f`` on the last
+    hidden layer, where ``M_f`` is ``W_f`` (symmetric, i.e. B_f = W_f^T) or a fixed
+    random ``(C, n_L)`` matrix.
+
+    W_f: (C, n_L) readout weight; b_f: (C,) or None; M_f: (C, n_L);
+    target: (B, C) class probabilities (one-hot for labels); beta: nudge strength
+    (signed). ``frozen=True`` keeps the error at its free-phase value (the paper
+    authors' code) instead of recomputing p from the current state at every step
+    (the paper's Algorithm 1, the default).
+    """
+
+    def __init__(self, W_f: Tensor, b_f: Optional[Tensor], M_f: Tensor, target: Tensor, beta: float,
+                 frozen: bool = False, free_top: Optional[Tensor] = None):
+        self.W_f, self.b_f, self.M_f, self.target, self.beta = W_f, b_f, M_f, target, float(beta)
+        self.frozen_error = self.error(free_top) if frozen else None
+
+    def error(self, s_top: Tensor) -> Tensor:
+        """(B, C) output error y - p for the top state layer ``s_top`` (B, n_L)."""
+        return self.target - torch.softmax(readout(s_top, self.W_f, self.b_f), dim=1)
+
+    def add_to(self, pre: Tensor, s_top: Tensor, inplace: bool) -> Tensor:
+        e = self.frozen_error if self.frozen_error is not None else self.error(s_top)
+        if inplace:
+            return pre.addmm_(e, self.M_f, alpha=self.beta)
+        return torch.addmm(pre, e, self.M_f, alpha=self.beta)
+
+
+class NeuronNudge:
+    """P-EP nudge: ``+ beta * (y - s_out)`` on the output neurons (the gradient of
+    the MSE cost 0.5 * ||y - s_out||^2). target: (B, C)."""
+
+    def __init__(self, target: Tensor, beta: float, frozen: bool = False, free_top: Optional[Tensor] = None):
+        self.target, self.beta = target, float(beta)
+        self.frozen_error = (target - free_top) if frozen else None
+
+    def add_to(self, pre: Tensor, s_top: Tensor, inplace: bool) -> Tensor:
+        e = self.frozen_error if self.frozen_error is not None else self.target - s_top
+        if inplace:
+            return pre.add_(e, alpha=self.beta)
+        return pre + self.beta * e
+
+
+def readout(s_top: Tensor, W_f: Tensor, b_f: Optional[Tensor]) -> Tensor:
+    """Logits ``s_top @ W_f^T + b_f``: (B, n_L) -> (B, C)."""
+    return torch.addmm(b_f, s_top, W_f.t()) if b_f is not None else s_top @ W_f.t()
+
+
+# ----------------------------------------------------------------------------- dynamics
+def step(
+    states: Sequence[Optional[Tensor]],
+    drives: Sequence[Optional[Tensor]],
+    terms: Sequence[Sequence[Term]],
+    act: str,
+    *,
+    nudge=None,
+    out: Optional[Sequence[Tensor]] = None,
+    skip_terms: bool = False,
+) -> list:
+    """One synchronous step of every state layer.
+
+    states: list indexed by layer, ``states[l]`` (B, n_l) for l = 1..n (index 0 unused).
+    drives: ``drives[l]`` (B, n_l) or (n_l,) or None: input drive and bias of layer l.
+    terms: ``terms[l]`` list of (src, M, scale) into layer l, M (n_src, n_l).
+    nudge: a ``SoftmaxNudge``/``NeuronNudge`` for the top layer, or None (free phase).
+    out: buffers ``out[l]`` (B, n_l), distinct from ``states``; None = out of place.
+    skip_terms: every state is zero (the first free step): only drives count.
+    Returns the new states (``out`` when given), index 0 copied from ``states``.
+    """
+    n = len(terms) - 1
+    new = [states[0]] + [None] * n
+    for l in range(1, n + 1):
+        buf = out[l] if out is not None else None
+        pre = drives[l]
+        for src, M, scale in ([] if skip_terms else terms[l]):
+            if buf is None:
+                pre = torch.mm(states[src], M) * scale if pre is None else torch.addmm(pre, states[src], M, alpha=scale)
+            elif pre is None:
+                pre = torch.mm(states[src], M, out=buf)
+                if scale != 1.0:
+                    pre.mul_(scale)
+            elif pre is buf:
+                pre.addmm_(states[src], M, alpha=scale)
+            else:
+                pre = torch.addmm(pre, states[src], M, alpha=scale, out=buf)
+        if pre is None:  # no drive, no term (only when skip_terms): pre-activation 0
+            pre = buf.zero_() if buf is not None else states[l].new_zeros(states[l].shape)
+        elif buf is not None and pre is not buf:  # drive alone
+            pre = buf.copy_(pre.expand_as(buf))
+        elif buf is None and pre.dim() == 1:
+            pre = pre.expand(states[l].shape[0], -1)
+        if nudge is not None and l == n:
+            pre = nudge.add_to(pre, states[n], inplace=buf is not None)
+        new[l] = activate(act, pre, out=buf)
+    return new
+
+
+def relax(
+    states: Sequence[Optional[Tensor]],
+    drives: Sequence[Optional[Tensor]],
+    terms: Sequence[Sequence[Term]],
+    act: str,
+    steps: int,
+    *,
+    nudge=None,
+    buffers: Optional[tuple[Sequence[Tensor], Sequence[Tensor]]] = None,
+    from_zero: bool = False,
+) -> list:
+    """Run ``steps`` synchronous steps from ``states``; returns the final states.
+
+    buffers: two lists of (B, n_l) tensors to ping-pong between (the fast path,
+    under ``torch.no_grad``); ``states`` is never written. None = out of place.
+    from_zero: ``states`` are all zero, so the first step skips every product.
+    """
+    cur = list(states)
+    for t in range(steps):
+        out = buffers[t % 2] if buffers is not None else None
+        cur = step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
+    return cur
+
+
+# ----------------------------------------------------------------------------- rules
+RULES = ("fre", "classic")
+NUDGINGS = ("positive", "symmetric", "random-sign")
+
+
+def add_link_update(
+    grad: Tensor,
+    rule: str,
+    post_a: Tensor,
+    post_b: Tensor,
+    pre_a: Tensor,
+    pre_b: Tensor,
+    pre_free: Tensor,
+    coef: float,
+    post_diff: Optional[Tensor] = None,
+) -> Tensor:
+    """Accumulate one link's contrastive update into ``grad`` (n_post, n_pre).
+
+    Phases a and b are the two nudged/free phases being contrasted (a = the more
+    positively nudged one). With ``coef`` carrying the sign and the scale:
+      fre:     grad += coef * (post_a - post_b)^T @ pre_free
+      classic: grad += coef * (post_a^T @ pre_a - post_b^T @ pre_b)
+    post_*: (B, n_post); pre_*: (B, n_pre). ``post_diff`` may pass a precomputed
+    ``post_a - post_b`` shared by several links into the same layer.
+    """
+    if rule == "fre":
+        d = post_diff if post_diff is not None else post_a - post_b
+        return grad.addmm_(d.t(), pre_free, alpha=coef)
+    if rule == "classic":
+        grad.addmm_(post_a.t(), pre_a, alpha=coef)
+        return grad.addmm_(post_b.t(), pre_b, alpha=-coef)
+    raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+
+
+def link_coefficient(rule: str, beta: float, span: float, batch: int, gain: Optional[float]) -> float:
+    """Scale of a contrastive update written as a descent direction into ``.grad``.
+
+    beta: nudge strength; span: beta_a - beta_b, the nudge difference between the
+    two phases contrasted (beta, 2 beta or +-beta); gain: the feedback gain that
+    reaches the layer (``normalize=True``) or None.
+      fre:     -(beta / span) / batch            (the paper's Delta W, not divided by beta)
+      classic: -(1 / span) / batch               (a finite-difference quotient)
+    ``normalize`` divides both by gain / beta (fre: by gain), so a layer's update
+    is of the order of its gradient whatever the nudge and feedback strengths.
+    """
+    c = -(beta / span if rule == "fre" else 1.0 / span) / batch
+    if gain is not None:
+        c = c / (gain if rule == "fre" else gain / beta)
+    return c
