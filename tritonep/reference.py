@@ -37,7 +37,13 @@ def activate(name: str, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
     """rho(x). ``tanh``; ``hard_sigmoid`` = clamp(x, 0, 1); ``pep_sigmoid`` =
     1 / (1 + exp(-4 (x - 0.5))) (Ernoult et al. 2019). In place when ``out is x``."""
     if name == "tanh":
-        return torch.tanh(x, out=out) if out is not None else torch.tanh(x)
+        # tanh(x) = 2 sigmoid(2x) - 1: same values to float rounding, and on CPU torch's
+        # sigmoid is ~3x faster than its tanh (which would cost a fifth of an EP step)
+        if out is None:
+            return 2.0 * torch.sigmoid(2.0 * x) - 1.0
+        if out is not x:
+            out.copy_(x)
+        return out.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
     if name == "hard_sigmoid":
         return torch.clamp(x, 0.0, 1.0, out=out) if out is not None else torch.clamp(x, 0.0, 1.0)
     if name == "pep_sigmoid":

@@ -1,0 +1,339 @@
+"""Training: ``tritonep train PRESET [options]``, and ``run(config)`` behind it.
+
+One flat loop: load data onto the device, build the net and optimizer from the
+config, then per epoch: EP (or BP / FA) steps over seeded batches, test accuracy,
+a checkpoint (model, optimizer, epoch, RNG states) and the JSON results. A run
+resumed from a checkpoint gives the same weights as one never interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from . import presets
+from .baselines import feedforward
+from .net import EPNet
+
+METHODS = ("ep", "bp", "fa")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+# keys that fix the architecture: a checkpoint resumes only into the same ones
+ARCH_KEYS = ("dataset", "hidden", "output", "feedback_weights", "residual", "agt", "bias", "activation", "seed")
+
+
+def input_size(dataset: str) -> int:
+    return {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}[dataset]
+
+
+def build_net(cfg: dict) -> EPNet:
+    """The ``EPNet`` a config describes (hidden widths, 10 classes)."""
+    sizes = [input_size(cfg["dataset"])] + list(cfg["hidden"]) + [10]
+    return EPNet(sizes, feedback=cfg["feedback"], feedback_weights=cfg["feedback_weights"], nudge=cfg["nudge"],
+                 activation=cfg["activation"], residual=cfg["residual"], agt=cfg["agt"], agt_seed=cfg["seed"],
+                 alpha=cfg["alpha"], bias=cfg["bias"], output=cfg["output"], T=cfg["T"], K=cfg["K"],
+                 rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"], normalize=cfg["normalize"],
+                 backend=cfg["backend"])
+
+
+def build_optimizer(net: EPNet, cfg: dict) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; ``lr`` a float or one per weight layer, input to output
+    (a skip link into layer j takes the rate of the chain weight into j)."""
+    lr, n = cfg["lr"], len(net.layers)
+    if isinstance(lr, (list, tuple)):
+        if len(lr) != n:
+            raise ValueError(f"lr lists {len(lr)} rates but the net has {n} weight layers (input to output)")
+        groups = [{"params": list(net.layers[i].parameters()), "lr": float(lr[i])} for i in range(n)]
+        for key, mod in net.skips.items():
+            j = int(key.split("_")[1])
+            groups[j - 1]["params"] += list(mod.parameters())
+        params, base_lr = groups, float(lr[0])
+    else:
+        params, base_lr = net.parameters(), float(lr)
+    name, wd = cfg["optimizer"], float(cfg["weight_decay"])
+    if name == "adam":
+        return torch.optim.Adam(params, lr=base_lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=base_lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=base_lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available here")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict:
+    try:
+        import triton
+
+        triton_v = triton.__version__
+    except Exception:  # not installed, or no usable build on this machine
+        triton_v = None
+    from . import __version__
+
+    return {"tritonep": __version__, "torch": torch.__version__, "triton": triton_v,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def validate(cfg: dict) -> dict:
+    """Check a resolved config; returns it. Raises ValueError naming the bad key."""
+    if cfg["method"] not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {cfg['method']!r}")
+    if cfg["dataset"] not in data_mod.DATASETS:
+        raise ValueError(f"dataset must be one of {data_mod.DATASETS}, got {cfg['dataset']!r}")
+    for key in ("epochs", "batch_size", "T", "K"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key} must be a positive int, got {v!r}")
+    if cfg["limit_train"] is not None and cfg["limit_train"] < 1:
+        raise ValueError(f"limit_train must be a positive int, got {cfg['limit_train']!r}")
+    if cfg["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}")
+    return cfg
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(net: EPNet, x: torch.Tensor, y: torch.Tensor, method: str, batch_size: int = 1000) -> float:
+    """Accuracy in percent: the relaxed net for EP, the feedforward net for BP/FA."""
+    correct = 0
+    for xb, yb in data_mod.Batches(x, y, batch_size, shuffle=False).epoch():
+        out = net(xb) if method == "ep" else feedforward(net, xb)
+        correct += int((out.argmax(1) == yb).sum())
+    return 100.0 * correct / max(1, x.shape[0])
+
+
+def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os.PathLike] = None,
+        resume: Optional[os.PathLike] = None, data_dir: Optional[os.PathLike] = None, download: bool = True,
+        progress: bool = True, dataset: Optional[data_mod.Dataset] = None) -> dict:
+    """Train as ``cfg`` says; returns the results dict (also written to ``out``).
+
+    cfg: a resolved config (``presets.get(name)`` plus overrides).
+    checkpoint: written after every epoch (default: next to ``out``, if given).
+    resume: a checkpoint to continue from (same architecture and seed).
+    dataset: an already loaded ``data.Dataset`` (else loaded from ``data_dir``).
+    """
+    cfg = validate(dict(cfg))
+    dev = resolve_device(cfg["device"])
+    out = Path(out) if out is not None else None
+    checkpoint = Path(checkpoint) if checkpoint is not None else (
+        out.with_suffix(".ckpt") if out is not None else None)
+
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    ds = dataset if dataset is not None else data_mod.load(cfg["dataset"], data_dir, download=download)
+    n = ds.x_train.shape[0] if cfg["limit_train"] is None else min(cfg["limit_train"], ds.x_train.shape[0])
+    x_train, y_train = data_mod.to_float(ds.x_train[:n], device=dev), ds.y_train[:n].to(dev)
+    x_test, y_test = data_mod.to_float(ds.x_test, device=dev), ds.y_test.to(dev)
+    batches = data_mod.Batches(x_train, y_train, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+
+    net = build_net(cfg).to(dev)
+    opt = build_optimizer(net, cfg)
+    result = {"preset": cfg.get("preset"), "config": cfg, "epochs": [], "best_test_acc": None,
+              "final_test_acc": None, "versions": versions(), "device": device_name(dev),
+              "data_source": ds.source, "train_size": n, "test_size": int(x_test.shape[0]), "finished": False}
+    start = 0
+    if resume is not None:
+        ck = torch.load(resume, map_location=dev, weights_only=False)  # our own file: holds RNG states
+        mismatch = {k: (ck["config"].get(k), cfg.get(k)) for k in ARCH_KEYS if ck["config"].get(k) != cfg.get(k)}
+        if mismatch:
+            raise ValueError(f"checkpoint {resume} was written by a different run: {mismatch} (saved, asked)")
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        _set_rng_state(ck["rng"])
+        start, result["epochs"] = ck["epoch"], ck["history"]
+
+    for epoch in range(start, cfg["epochs"]):
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for xb, yb in bar:
+            opt.zero_grad(set_to_none=True)
+            if cfg["method"] == "ep":
+                loss, logits = net.ep_step(xb, yb)
+            else:
+                logits = feedforward(net, xb, alignment=cfg["method"] == "fa")
+                loss = net.loss(logits, net._check_target(yb, xb.shape[0]))
+                loss.backward()
+            opt.step()
+            b = xb.shape[0]
+            loss_sum += float(loss) * b
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += b
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        if not np.isfinite(loss_sum):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss is {loss_sum}); lower the lr")
+        net.eval()
+        test_acc = evaluate(net, x_test, y_test, cfg["method"])
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
+               "test_acc": test_acc, "seconds": seconds}
+        result["epochs"].append(rec)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f}  train {rec['train_acc']:.2f}%  "
+                       f"test {test_acc:.2f}%  ({seconds:.1f} s)", file=sys.stderr)
+        _summarise(result)
+        if checkpoint is not None:
+            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                     "rng": _rng_state(), "history": result["epochs"], "config": cfg}
+            _atomic_write(checkpoint, lambda p: torch.save(state, p))
+        if out is not None:
+            _atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))
+    result["finished"] = True
+    _summarise(result)
+    result["net"] = net  # for callers in Python; not serialised
+    if out is not None:
+        _atomic_write(out, lambda p: p.write_text(json.dumps({k: v for k, v in result.items() if k != "net"},
+                                                             indent=2)))
+    return result
+
+
+def _summarise(result: dict) -> None:
+    accs = [e["test_acc"] for e in result["epochs"]]
+    result["best_test_acc"] = max(accs) if accs else None
+    result["final_test_acc"] = accs[-1] if accs else None
+    result["train_seconds"] = sum(e["seconds"] for e in result["epochs"])
+
+
+# ----------------------------------------------------------------------------- CLI
+def _lr(text: str):
+    parts = [float(v) for v in text.split(",")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _feedback(text: str):
+    return _lr(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tritonep", description="Equilibrium Propagation (FRE-RNN) training")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a preset (see --list)",
+                       description="Train a preset; options override its settings.")
+    t.add_argument("preset", nargs="?", help="preset name, e.g. mnist-2hl (see --list)")
+    t.add_argument("--list", action="store_true", help="list the presets with their settings and exit")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=_lr, help="learning rate, or a comma list, one per weight layer (input to output)")
+    t.add_argument("--T", type=int, help="free phase steps")
+    t.add_argument("--K", type=int, help="nudged phase steps")
+    t.add_argument("--feedback", type=_feedback, help="feedback coefficient, or a comma list, one per layer")
+    t.add_argument("--nudge", type=float, help="nudge strength beta_f")
+    t.add_argument("--rule", choices=("fre", "classic"))
+    t.add_argument("--nudging", choices=("positive", "symmetric", "random-sign"))
+    t.add_argument("--error", choices=("dynamic", "frozen"), help="recompute the output error every nudged step "
+                   "(dynamic, Algorithm 1) or keep its free-phase value (frozen, the authors' code)")
+    t.add_argument("--normalize", action="store_true", default=None, help="scale updates to gradient size")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    t.add_argument("--backend", choices=("auto", "torch"))
+    t.add_argument("--data-dir", help=f"data directory (default ${data_mod.ENV_VAR}, then the cache)")
+    t.add_argument("--no-download", action="store_true", help="never download data")
+    t.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    t.add_argument("--out", help="results JSON (written after every epoch)")
+    t.add_argument("--checkpoint", help="checkpoint path (default: the --out path with .ckpt)")
+    t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def _list_presets() -> str:
+    rows = []
+    for name, c in presets.PRESETS.items():
+        arch = "-".join(str(v) for v in [input_size(c["dataset"])] + c["hidden"] + [10])
+        extra = [c["feedback_weights"]] + ([f"res{c['residual']}"] if c["residual"] else []) + (
+            [f"agt{c['agt']}"] if c["agt"] else [])
+        rows.append(f"{name:24s} {c['method']:3s} {arch:28s} T={c['T']:<4d} K={c['K']:<4d} fb={c['feedback']!s:5s} "
+                    f"nudge={c['nudge']!s:4s} {c['optimizer']} lr={c['lr']} bs={c['batch_size']} ep={c['epochs']} "
+                    f"{' '.join(extra)}\n{'':24s} {c['description']}")
+    return "\n".join(rows)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list:
+        print(_list_presets())
+        return 0
+    if not args.preset:
+        print("tritonep train: error: give a preset (see `tritonep train --list`)", file=sys.stderr)
+        return 2
+    try:
+        cfg = presets.get(args.preset)
+    except KeyError as e:
+        print(f"tritonep train: error: {e.args[0]}", file=sys.stderr)
+        return 2
+    cfg["preset"] = args.preset
+    for key in ("epochs", "batch_size", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
+                "normalize", "seed", "device", "backend", "limit_train"):
+        v = getattr(args, key)
+        if v is not None:
+            cfg[key] = v
+    try:
+        result = run(cfg, out=args.out, checkpoint=args.checkpoint, resume=args.resume, data_dir=args.data_dir,
+                     download=not args.no_download, progress=not args.quiet)
+    except (ValueError, data_mod.DataNotFoundError, FileNotFoundError) as e:
+        print(f"tritonep train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"preset": args.preset, "best_test_acc": result["best_test_acc"],
+                      "final_test_acc": result["final_test_acc"], "train_seconds": round(result["train_seconds"], 2),
+                      "out": args.out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
