@@ -174,7 +174,7 @@ class EPNet(nn.Module):
         for key, shape in self.topology.fixed_matrices().items():
             self.fixed.register_buffer(key.split(".", 1)[1], nn.init.xavier_uniform_(torch.empty(shape)))
         if output == "softmax" and feedback_weights == "random":
-            self.fixed.register_buffer("B_out", nn.init.xavier_uniform_(torch.empty(widths[-1], widths[-2])))
+            self.fixed.register_buffer("B_out", nn.init.xavier_uniform_(torch.empty(widths[-2], widths[-1])))
         self._work: dict = {}
 
     # ------------------------------------------------------------------ structure
