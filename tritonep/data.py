@@ -223,7 +223,7 @@ def write_idx(path: os.PathLike, array: np.ndarray) -> None:
 
 def _to_dataset(key, xtr, ytr, xte, yte, source) -> Dataset:
     def images(x):
-        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.uint8))
+        x = torch.from_numpy(np.require(x, dtype=np.uint8, requirements=["C", "W"]))
         if x.dim() == 3:  # (N, H, W) grey
             return x.unsqueeze(1)
         if x.dim() == 4 and x.shape[-1] in (1, 3):  # (N, H, W, C)
