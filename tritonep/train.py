@@ -210,7 +210,7 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                 loss.backward()
             opt.step()
             b = xb.shape[0]
-            loss_sum += float(loss) * b
+            loss_sum += float(loss.detach()) * b
             correct += int((logits.argmax(1) == yb).sum())
             seen += b
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")

@@ -1,0 +1,103 @@
+"""Time whole MNIST epochs of the 2HL net (784-512-512-10, batch 500) against the
+GEMM floor of the same work on this machine, and BP in the same harness.
+
+    python bench/epoch.py [--data-dir ../shared/data] [--out bench/results/epoch-cpu-DATE.json]
+
+The floor is the time of the EP step's large matrix products alone (input drive,
+2 per relaxation step after the first free one, the two weight updates), run
+back to back at these shapes: what an EP epoch would cost if everything else
+were free.
+"""
+import argparse
+import datetime
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from tritonep import EPNet, data
+from tritonep.baselines import feedforward
+from tritonep.train import device_name, versions
+
+
+def timed(fn, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def gemm_floor(n_batches, B, T, K):
+    a, W, o = torch.rand(B, 512), torch.rand(512, 512), torch.empty(B, 512)
+    x, W0, g0, g1 = torch.rand(B, 784), torch.rand(512, 784), torch.empty(512, 784), torch.empty(512, 512)
+
+    def one():
+        torch.mm(x, W0.t(), out=o)
+        for _ in range(2 * (T - 1 + K)):
+            torch.mm(a, W, out=o)
+        torch.mm(o.t(), x, out=g0)
+        torch.mm(o.t(), a, out=g1)
+
+    one()
+    return timed(lambda: [one() for _ in range(n_batches)], repeat=2)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    ds = data.load("mnist", args.data_dir, download=False)
+    x, y = data.to_float(ds.x_train), ds.y_train
+    batches = data.Batches(x, y, 500, seed=0)
+    n = len(batches)
+    rows = {}
+    for K in (5, 10):
+        net = EPNet([784, 512, 512, 10], feedback=0.01, nudge=0.1, T=10, K=K)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+        def epoch():
+            for xb, yb in batches.epoch(0):
+                opt.zero_grad()
+                net.ep_step(xb, yb)
+                opt.step()
+
+        ep = timed(epoch, repeat=2)
+        floor = gemm_floor(n, 500, 10, K)
+        rows[f"ep_K{K}"] = {"epoch_seconds": ep, "gemm_floor_seconds": floor, "ratio_to_floor": ep / floor}
+        print(f"EP T=10 K={K}: epoch {ep:.2f} s, GEMM floor {floor:.2f} s, ratio {ep / floor:.2f}", flush=True)
+    net = EPNet([784, 512, 512, 10])
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+    def bp_epoch():
+        for xb, yb in batches.epoch(0):
+            opt.zero_grad()
+            net.loss(feedforward(net, xb), torch.nn.functional.one_hot(yb, 10).float()).backward()
+            opt.step()
+
+    bp = timed(bp_epoch, repeat=2)
+    rows["bp"] = {"epoch_seconds": bp}
+    for K in (5, 10):
+        rows[f"ep_K{K}"]["ep_bp_ratio"] = rows[f"ep_K{K}"]["epoch_seconds"] / bp
+    print(f"BP: epoch {bp:.2f} s; EP/BP {rows['ep_K5']['ep_bp_ratio']:.1f} (K=5), "
+          f"{rows['ep_K10']['ep_bp_ratio']:.1f} (K=10)")
+    a, W = torch.rand(500, 512), torch.rand(512, 512)
+    t = timed(lambda: [a @ W for _ in range(50)], repeat=3) / 50
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "device": device_name(torch.device("cpu")), "versions": versions(),
+        "gemm_500x512x512_gflops": 2 * 500 * 512 * 512 / t / 1e9,
+        "batches_per_epoch": n, "results": rows, "command": "python bench/epoch.py",
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
