@@ -116,3 +116,14 @@ def test_killed_cli_run_resumes_to_the_same_weights(data_dir, tmp_path):
         return [(e["epoch"], e["train_loss"], e["test_acc"]) for e in json.loads((tmp_path / name).read_text())["epochs"]]
 
     assert history("run.json") == history("ref.json")  # the resumed JSON holds the epochs run before the kill
+
+
+@pytest.mark.parametrize("name", ["mnist-10hl-res", "mnist-10hl-agt", "mnist-5hl-asym-fa", "mnist-2hl-pep",
+                                  "mnist-3hl-sgd", "cifar10-5hl", "cifar10-10hl-res-bp"])
+def test_preset_families_run_end_to_end(name, data_dir, tmp_path):
+    cfg = presets.get(name)
+    cfg.update(epochs=1, limit_train=200, limit_test=200)
+    res = train.run(cfg, data_dir=data_dir, download=False, progress=False, out=tmp_path / "r.json")
+    e = json.loads((tmp_path / "r.json").read_text())["epochs"][0]
+    assert e["train_loss"] == e["train_loss"] and 0 <= e["test_acc"] <= 100  # finite, in range
+    assert res["test_size"] == 200 and res["train_size"] == 200

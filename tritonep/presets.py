@@ -35,6 +35,7 @@ BASE = dict(
     epochs=50,
     seed=0,
     limit_train=None,
+    limit_test=None,
     device="auto",
     backend="auto",
     description="",

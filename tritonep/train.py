@@ -116,8 +116,9 @@ def validate(cfg: dict) -> dict:
         v = cfg[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key} must be a positive int, got {v!r}")
-    if cfg["limit_train"] is not None and cfg["limit_train"] < 1:
-        raise ValueError(f"limit_train must be a positive int, got {cfg['limit_train']!r}")
+    for key in ("limit_train", "limit_test"):
+        if cfg.get(key) is not None and cfg[key] < 1:
+            raise ValueError(f"{key} must be a positive int, got {cfg[key]!r}")
     if cfg["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}")
     return cfg
@@ -175,7 +176,8 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
     ds = dataset if dataset is not None else data_mod.load(cfg["dataset"], data_dir, download=download)
     n = ds.x_train.shape[0] if cfg["limit_train"] is None else min(cfg["limit_train"], ds.x_train.shape[0])
     x_train, y_train = data_mod.to_float(ds.x_train[:n], device=dev), ds.y_train[:n].to(dev)
-    x_test, y_test = data_mod.to_float(ds.x_test, device=dev), ds.y_test.to(dev)
+    n_test = ds.x_test.shape[0] if cfg.get("limit_test") is None else min(cfg["limit_test"], ds.x_test.shape[0])
+    x_test, y_test = data_mod.to_float(ds.x_test[:n_test], device=dev), ds.y_test[:n_test].to(dev)
     batches = data_mod.Batches(x_train, y_train, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
 
     net = build_net(cfg).to(dev)
@@ -285,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help=f"data directory (default ${data_mod.ENV_VAR}, then the cache)")
     t.add_argument("--no-download", action="store_true", help="never download data")
     t.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    t.add_argument("--limit-test", type=int, metavar="N", help="evaluate on the first N test images")
     t.add_argument("--out", help="results JSON (written after every epoch)")
     t.add_argument("--checkpoint", help="checkpoint path (default: the --out path with .ckpt)")
     t.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
@@ -319,7 +322,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     cfg["preset"] = args.preset
     for key in ("epochs", "batch_size", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
-                "normalize", "seed", "device", "backend", "limit_train"):
+                "normalize", "seed", "device", "backend", "limit_train", "limit_test"):
         v = getattr(args, key)
         if v is not None:
             cfg[key] = v
