@@ -46,7 +46,8 @@ class Dense(nn.Module):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
-def _as_dense(layer, bias: bool) -> Dense:
+def _as_dense(layer) -> Optional[Dense]:
+    """A stack entry as a Dense (an nn.Linear keeps its weights); None for a width."""
     if isinstance(layer, Dense):
         return layer
     if isinstance(layer, nn.Linear):  # keep the user's weights
@@ -125,7 +126,7 @@ class EPNet(nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        layers = [_as_dense(s, bias) for s in sizes]
+        layers = [_as_dense(s) for s in sizes]
         if all(d is None for d in layers):
             widths = [int(s) for s in sizes]
             if len(widths) < 3 or min(widths) < 1:

@@ -253,13 +253,10 @@ def _summarise(result: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-def _lr(text: str):
+def _floats(text: str):
+    """"0.1" -> 0.1; "0.2,0.05" -> [0.2, 0.05] (per layer)."""
     parts = [float(v) for v in text.split(",")]
     return parts[0] if len(parts) == 1 else parts
-
-
-def _feedback(text: str):
-    return _lr(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -271,10 +268,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--list", action="store_true", help="list the presets with their settings and exit")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=_lr, help="learning rate, or a comma list, one per weight layer (input to output)")
+    t.add_argument("--lr", type=_floats, help="learning rate, or a comma list, one per weight layer (input to output)")
     t.add_argument("--T", type=int, help="free phase steps")
     t.add_argument("--K", type=int, help="nudged phase steps")
-    t.add_argument("--feedback", type=_feedback, help="feedback coefficient, or a comma list, one per layer")
+    t.add_argument("--feedback", type=_floats, help="feedback coefficient, or a comma list, one per layer")
     t.add_argument("--nudge", type=float, help="nudge strength beta_f")
     t.add_argument("--rule", choices=("fre", "classic"))
     t.add_argument("--nudging", choices=("positive", "symmetric", "random-sign"))
