@@ -98,6 +98,5 @@ def bptt_gradients(net: EPNet, x: Tensor, y: Tensor, T: Optional[int] = None) ->
     x = net._check_input(x)
     T = net.T if T is None else T
     with torch.enable_grad():
-        zero = [x] + [x.new_zeros(x.shape[0], n) for n in net.topology.sizes[1:]]
-        s = ref.relax(zero, net.drives(x), net.terms(), net.activation, T)
+        s = ref.relax(net.zero_states(x), net.drives(x), net.terms(), net.activation, T)
         return _grads(net, net.loss(net.logits(s), net._check_target(y, x.shape[0])))

@@ -291,9 +291,12 @@ class EPNet(nn.Module):
         T = self.T if T is None else _positive_int("T", T)
         return self._free(x, self.drives(x), self.terms(), T)
 
+    def zero_states(self, x: Tensor) -> list[Tensor]:
+        """The free phase's start: ``[x, 0, ..., 0]`` (zeros (B, n_l) per state layer)."""
+        return [x] + [x.new_zeros(x.shape[0], n) for n in self.topology.sizes[1:]]
+
     def _free(self, x, drives, terms, T):
-        zero = [x] + [x.new_zeros(x.shape[0], n) for n in self.topology.sizes[1:]]
-        return ref.relax(zero, drives, terms, self.activation, T,
+        return ref.relax(self.zero_states(x), drives, terms, self.activation, T,
                          buffers=self._workspace("free", x.shape[0], x), from_zero=True)
 
     def logits(self, states: Sequence[Tensor]) -> Tensor:
@@ -395,10 +398,8 @@ class EPNet(nn.Module):
             if g is not None and g == 0.0:
                 raise ValueError(f"normalize=True but no feedback path reaches layer {k.dst}")
             coef = ref.link_coefficient(rule, beta, span, B, g)
-            W = self.matrix(k.weight)
-            if W.grad is None:
-                W.grad = torch.zeros_like(W)
-            ref.add_link_update(W.grad, rule, a[k.dst], b[k.dst], a[k.src], b[k.src], free[k.src], coef,
+            ref.add_link_update(_grad(self.matrix(k.weight)), rule, a[k.dst], b[k.dst], a[k.src], b[k.src],
+                                free[k.src], coef,
                                 post_diff=diffs.get(k.dst))
             bias = self.layer_bias(k.dst) if k.weight == f"layers.{k.dst - 1}" else None
             if bias is not None:
@@ -426,17 +427,21 @@ class EPSequential(EPNet):
         super().__init__(list(layers), **options)
 
 
-def _accumulate(param: Tensor, a: Tensor, b: Tensor, coef: float) -> None:
-    """param.grad += coef * a @ b (allocated on first use, like autograd)."""
+def _grad(param: Tensor) -> Tensor:
+    """``param.grad``, allocated as zeros on first use (like autograd), to accumulate into."""
     if param.grad is None:
         param.grad = torch.zeros_like(param)
-    param.grad.addmm_(a, b, alpha=coef)
+    return param.grad
+
+
+def _accumulate(param: Tensor, a: Tensor, b: Tensor, coef: float) -> None:
+    """param.grad += coef * a @ b."""
+    _grad(param).addmm_(a, b, alpha=coef)
 
 
 def _accumulate_bias(param: Tensor, d: Tensor, coef: float) -> None:
-    if param.grad is None:
-        param.grad = torch.zeros_like(param)
-    param.grad.add_(d.sum(0), alpha=coef)
+    """param.grad += coef * d summed over the batch."""
+    _grad(param).add_(d.sum(0), alpha=coef)
 
 
 def _positive_int(name: str, v) -> int:

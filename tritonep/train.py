@@ -238,10 +238,9 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             _atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))
     result["finished"] = True
     _summarise(result)
-    result["net"] = net  # for callers in Python; not serialised
     if out is not None:
-        _atomic_write(out, lambda p: p.write_text(json.dumps({k: v for k, v in result.items() if k != "net"},
-                                                             indent=2)))
+        _atomic_write(out, lambda p: p.write_text(json.dumps(result, indent=2)))
+    result["net"] = net  # for callers in Python; added after the JSON is written
     return result
 
 
