@@ -1,5 +1,11 @@
 """Triton kernels of tritonep, installed as ``tritonep.kernels``.
 
-Empty for now: the fused relaxation and contrastive-update kernels come with the
-kernels issue; ``tritonep.reference`` is the specification they must match.
+- ``relax``: one synchronous step of every state layer in one launch (all
+  incoming links, bias, nudge and activation fused), and the softmax readout.
+- ``update``: every trained link's contrastive update (and bias) in one launch,
+  written into ``.grad``.
+
+``tritonep.reference`` is the specification they match; ``tritonep.fused`` builds
+their tables and launches them. Set ``TRITON_INTERPRET=1`` before importing them
+to run on CPU in Triton's interpreter (slow; for tests).
 """

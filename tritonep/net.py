@@ -12,12 +12,14 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from . import fused
 from . import reference as ref
 from .topology import FEEDBACK_WEIGHTS, Link, Topology, layered
 
 OUTPUTS = ("softmax", "neuron")
 ERRORS = ("dynamic", "frozen")
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
+PRECISIONS = ("ieee", "tf32", "bf16")
 
 
 class Dense(nn.Module):
@@ -100,7 +102,16 @@ class EPNet(nn.Module):
             ``"frozen"`` (error kept at its free-phase value, the authors' code).
         normalize: divide each layer's update by the nudge and feedback strength
             that reaches it, so its scale is that of a gradient.
-        backend: ``"auto"`` or ``"torch"`` (the Triton backend comes with the kernels).
+        backend: ``"auto"`` (Triton on CUDA float32, the PyTorch reference otherwise),
+            ``"torch"`` or ``"triton"`` (on CPU only under ``TRITON_INTERPRET=1``).
+        precision: operands of the Triton kernels' products: ``"ieee"`` fp32
+            (default), ``"tf32"``, or ``"bf16"`` (fp32 accumulation in every case).
+        cuda_graph: on CUDA, replay each ``ep_step`` as one captured CUDA graph
+            (Triton backend, without ``tol``).
+        tol: stop a phase early once every sample's state change over a step is
+            below ``tol`` (checked every ``check_every`` steps); None runs T and K
+            steps. ``net.last_steps`` reports the steps run.
+        check_every: steps between convergence checks (each costs a host sync).
     """
 
     def __init__(
@@ -124,6 +135,10 @@ class EPNet(nn.Module):
         error: str = "dynamic",
         normalize: bool = False,
         backend: str = "auto",
+        precision: str = "ieee",
+        cuda_graph: bool = True,
+        tol: Optional[float] = None,
+        check_every: int = 5,
     ):
         super().__init__()
         layers = [_as_dense(s) for s in sizes]
@@ -158,6 +173,11 @@ class EPNet(nn.Module):
             "nudging", nudging, ref.NUDGINGS), _choice("error", error, ERRORS)
         self.normalize = bool(normalize)
         self.backend = _choice("backend", backend, BACKENDS)
+        self.precision = _choice("precision", precision, PRECISIONS)
+        self.cuda_graph = bool(cuda_graph)
+        self.tol = None if tol is None else _positive_float("tol", tol)
+        self.check_every = _positive_int("check_every", check_every)
+        self.last_steps: Optional[dict] = None  # {"free": t, "nudged": [k, ...]} of the last call
         self.layers = nn.ModuleList(layers)
 
         # state layers: hidden layers, plus the output neurons of a P-EP net
@@ -280,24 +300,41 @@ class EPNet(nn.Module):
             self._work[key] = bufs
         return bufs
 
+    def backend_for(self, x: Tensor) -> str:
+        """The backend that runs for input ``x``: ``"triton"`` or ``"torch"``."""
+        if self.backend == "torch":
+            return "torch"
+        if self.backend == "triton":
+            fused.check_device(x)
+            return "triton"
+        return "triton" if x.is_cuda and x.dtype == torch.float32 and fused.available() else "torch"
+
     @torch.no_grad()
-    def relax(self, x: Tensor, T: Optional[int] = None) -> list[Tensor]:
+    def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None) -> list[Tensor]:
         """Free phase: T steps from zero with the input clamped.
 
         x: (B, n_in). Returns the states ``[x, s_1, ..., s_n]`` (s_l: (B, n_l)),
         views of internal buffers that the next call overwrites (clone to keep).
+        tol: stop early on convergence (default ``self.tol``; see the class doc).
         """
         x = self._check_input(x)
         T = self.T if T is None else _positive_int("T", T)
-        return self._free(x, self.drives(x), self.terms(), T)
+        tol = self.tol if tol is None else _positive_float("tol", tol)
+        if self.backend_for(x) == "triton":
+            states, t = fused.relax(self, x, T, precision=self.precision, tol=tol, check_every=self.check_every)
+        else:
+            states, t = self._free(x, self.drives(x), self.terms(), T, tol)
+        self.last_steps = {"free": t, "nudged": []}
+        return states
 
     def zero_states(self, x: Tensor) -> list[Tensor]:
         """The free phase's start: ``[x, 0, ..., 0]`` (zeros (B, n_l) per state layer)."""
         return [x] + [x.new_zeros(x.shape[0], n) for n in self.topology.sizes[1:]]
 
-    def _free(self, x, drives, terms, T):
-        return ref.relax(self.zero_states(x), drives, terms, self.activation, T,
-                         buffers=self._workspace("free", x.shape[0], x), from_zero=True)
+    def _free(self, x, drives, terms, T, tol=None):
+        return ref.relax_until(self.zero_states(x), drives, terms, self.activation, T, tol=tol,
+                               check_every=self.check_every, buffers=self._workspace("free", x.shape[0], x),
+                               from_zero=True)
 
     def logits(self, states: Sequence[Tensor]) -> Tensor:
         """Output of the net for relaxed states: softmax logits (B, C), or the output
@@ -333,6 +370,7 @@ class EPNet(nn.Module):
         nudging: Optional[str] = None,
         error: Optional[str] = None,
         normalize: Optional[bool] = None,
+        tol: Optional[float] = None,
     ) -> tuple[Tensor, Tensor]:
         """One EP step: free phase, nudged phase(s), local updates into ``.grad``.
 
@@ -343,9 +381,9 @@ class EPNet(nn.Module):
 
         x: (B, n_in) inputs (or (B, ...) with n_in features per sample).
         y: (B,) integer labels in [0, C), or (B, C) target probabilities.
-        T, K, rule, nudging, error, normalize: override the net's defaults for this call.
+        T, K, rule, nudging, error, normalize, tol: override the net's defaults for this call.
         Returns ``(loss, logits)``: the free phase's mean cost (scalar) and its
-        logits (B, C), both detached.
+        logits (B, C), both detached. ``self.last_steps`` holds the steps each phase ran.
         """
         x = self._check_input(x)
         target = self._check_target(y, x.shape[0])
@@ -355,9 +393,17 @@ class EPNet(nn.Module):
         nudging = self.nudging if nudging is None else _choice("nudging", nudging, ref.NUDGINGS)
         frozen = (self.error if error is None else _choice("error", error, ERRORS)) == "frozen"
         normalize = self.normalize if normalize is None else bool(normalize)
+        tol = self.tol if tol is None else _positive_float("tol", tol)
+        if self.backend_for(x) == "triton":
+            loss, out, (t, ks) = fused.ep_step(self, x, target, T=T, K=K, rule=rule, nudging=nudging, frozen=frozen,
+                                               normalize=normalize, precision=self.precision, tol=tol,
+                                               check_every=self.check_every, graph=self.cuda_graph)
+            self.last_steps = {"free": t, "nudged": ks}
+            return loss, out
 
         drives, terms = self.drives(x), self.terms()
-        free = self._free(x, drives, terms, T)
+        free, t_free = self._free(x, drives, terms, T, tol)
+        steps: list[int] = []
         out = self.logits(free).clone()
         loss = self.loss(out, target)
 
@@ -367,8 +413,11 @@ class EPNet(nn.Module):
             else:
                 W_f, b_f, M_f = self.readout_matrices()
                 nudge = ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, free[-1])
-            return ref.relax(free, drives, terms, self.activation, K, nudge=nudge,
-                             buffers=self._workspace(tag, x.shape[0], x))
+            states, k = ref.relax_until(free, drives, terms, self.activation, K, tol=tol,
+                                        check_every=self.check_every, nudge=nudge,
+                                        buffers=self._workspace(tag, x.shape[0], x))
+            steps.append(k)
+            return states
 
         beta = self.nudge
         if nudging == "symmetric":
@@ -385,6 +434,7 @@ class EPNet(nn.Module):
             _accumulate(head.weight, err.t(), free[-1], 1.0 / x.shape[0])
             if head.bias is not None:
                 _accumulate_bias(head.bias, err, 1.0 / x.shape[0])
+        self.last_steps = {"free": t_free, "nudged": steps}
         return loss, out
 
     def _write_grads(self, rule, a, b, free, span, beta, normalize):

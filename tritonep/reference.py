@@ -170,11 +170,37 @@ def relax(
     under ``torch.no_grad``); ``states`` is never written. None = out of place.
     from_zero: ``states`` are all zero, so the first step skips every product.
     """
+    return relax_until(states, drives, terms, act, steps, nudge=nudge, buffers=buffers, from_zero=from_zero)[0]
+
+
+def relax_until(
+    states: Sequence[Optional[Tensor]],
+    drives: Sequence[Optional[Tensor]],
+    terms: Sequence[Sequence[Term]],
+    act: str,
+    steps: int,
+    *,
+    tol: Optional[float] = None,
+    check_every: int = 1,
+    nudge=None,
+    buffers: Optional[tuple[Sequence[Tensor], Sequence[Tensor]]] = None,
+    from_zero: bool = False,
+) -> tuple[list, int]:
+    """``relax`` that may stop early: after every ``check_every``-th step, stop if
+    every sample's state change over that step is under ``tol``, i.e.
+    ``max_b sqrt(sum_l ||s_l[t] - s_l[t-1]||^2) < tol`` (one host sync per check).
+    Returns (final states, steps run); ``tol=None`` runs all ``steps``.
+    """
     cur = list(states)
     for t in range(steps):
         out = buffers[t % 2] if buffers is not None else None
+        prev = cur
         cur = step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
-    return cur
+        if tol is not None and (t + 1) % check_every == 0:
+            change = sum(((c - p) ** 2).sum(1) for c, p in zip(cur[1:], prev[1:]))
+            if change.max().item() < tol * tol:
+                return cur, t + 1
+    return cur, steps
 
 
 # ----------------------------------------------------------------------------- rules

@@ -1,0 +1,109 @@
+"""Fused contrastive weight updates: every trained link's outer product in ONE launch.
+
+Mirrors ``tritonep.reference.add_link_update`` (and the bias update of
+``EPNet._write_grads``). For a link post <- pre with coefficient ``coef``:
+
+    fre:     G = coef * (A_a - A_b)^T @ C_0          A: post states, C: pre states
+    classic: G = coef * (A_a^T @ C_a - A_b^T @ C_b)
+    bias:    g = coef * sum_batch (A_a - A_b)
+
+a, b are the two phases contrasted (frames of the nudged/free phases, see
+``kernels.relax``), 0 the free phase. A program owns one ``(BLOCK_M, BLOCK_N)``
+tile of one link's gradient and sweeps the batch once, so the bias gradient comes
+from the same post-state tiles. Gradients of all links live in one flat buffer
+(``.grad`` of each parameter is a view of it) and are written in place,
+overwriting or accumulating.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .relax import _dot
+
+RULE_CODES = {"fre": 0, "classic": 1}
+LINK_FIELDS = 6  # post col, n_post, pre col (-1: the input x), n_pre, grad offset, bias grad offset (-1: none)
+
+
+@triton.jit
+def _update_kernel(
+    Fa, Fb, F0, X, G, tiles, links, coefs,
+    B, stride_f, stride_x,
+    RULE: tl.constexpr, ACCUMULATE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    link = tl.load(tiles + 3 * pid)
+    m0 = tl.load(tiles + 3 * pid + 1)
+    n0 = tl.load(tiles + 3 * pid + 2)
+    row = links + 6 * link  # LINK_FIELDS
+    post_col = tl.load(row)
+    n_post = tl.load(row + 1)
+    pre_col = tl.load(row + 2)
+    n_pre = tl.load(row + 3)
+    g_off = tl.load(row + 4)
+    bias_off = tl.load(row + 5)
+    coef = tl.load(coefs + link)
+
+    rm = m0 + tl.arange(0, BLOCK_M)
+    rn = n0 + tl.arange(0, BLOCK_N)
+    mm = rm < n_post
+    mn = rn < n_pre
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    bacc = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        rb = b0 + tl.arange(0, BLOCK_B)
+        mb = rb < B
+        # post states loaded transposed, (BLOCK_M, BLOCK_B), ready for the dot over the batch
+        post = rb[None, :] * stride_f + post_col + rm[:, None]
+        mpost = mm[:, None] & mb[None, :]
+        a = tl.load(Fa + post, mask=mpost, other=0.0)
+        b = tl.load(Fb + post, mask=mpost, other=0.0)
+        mpre = mb[:, None] & mn[None, :]
+        if pre_col < 0:  # the input layer: the same x in every phase
+            c0 = tl.load(X + rb[:, None] * stride_x + rn[None, :], mask=mpre, other=0.0)
+            acc += _dot(a - b, c0, PRECISION)
+        else:
+            pre = rb[:, None] * stride_f + pre_col + rn[None, :]
+            if RULE == 0:
+                c0 = tl.load(F0 + pre, mask=mpre, other=0.0)
+                acc += _dot(a - b, c0, PRECISION)
+            else:
+                ca = tl.load(Fa + pre, mask=mpre, other=0.0)
+                cb = tl.load(Fb + pre, mask=mpre, other=0.0)
+                acc += _dot(a, ca, PRECISION) - _dot(b, cb, PRECISION)
+        bacc += tl.sum(a - b, axis=1)
+
+    m2 = mm[:, None] & mn[None, :]
+    g_ptrs = G + g_off + rm[:, None] * n_pre + rn[None, :]
+    g = coef * acc
+    if ACCUMULATE:
+        g += tl.load(g_ptrs, mask=m2, other=0.0)
+    tl.store(g_ptrs, g, mask=m2)
+    if bias_off >= 0:
+        if n0 == 0:  # one column of tiles writes the bias
+            b_ptrs = G + bias_off + rm
+            gb = coef * bacc
+            if ACCUMULATE:
+                gb += tl.load(b_ptrs, mask=mm, other=0.0)
+            tl.store(b_ptrs, gb, mask=mm)
+
+
+def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs, *, rule: str,
+                       accumulate: bool, precision: str = "ieee", block_m: int = 64, block_n: int = 64,
+                       block_b: int = 32, num_warps: int = 4):
+    """Write (or add) every trained link's contrastive update into ``grads``.
+
+    frame_a, frame_b, frame_0: (B, N) fp32 frames of phases a, b and the free phase
+    (same strides); x: (B, n_in) fp32 input (the pre states of the input link);
+    grads: flat fp32 buffer; tiles (n_tiles, 3) and links (n_links, 6): int32 tables
+    built by ``tritonep.fused.Plan``; coefs (n_links,) fp32.
+    """
+    B = frame_a.shape[0]
+    _update_kernel[(tiles.shape[0],)](
+        frame_a, frame_b, frame_0, x, grads, tiles, links, coefs,
+        B, frame_a.stride(0), x.stride(0),
+        RULE=RULE_CODES[rule], ACCUMULATE=accumulate, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=num_warps,
+    )
+    return grads
