@@ -105,7 +105,10 @@ def test_bad_input_gives_a_clear_error(call, match):
     (dict(residual=1), "needs k >= 2"),
     (dict(output="logits"), "output must be one of"),
     (dict(feedback_weights="transposed"), "feedback_weights must be one of"),
-    (dict(backend="triton"), "unknown backend"),
+    (dict(backend="cuda"), "unknown backend"),
+    (dict(precision="fp8"), "unknown precision"),
+    (dict(tol=-1.0), "tol must be"),
+    (dict(check_every=0), "check_every must be"),
 ])
 def test_bad_options_give_a_clear_error(kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
