@@ -1,7 +1,8 @@
 """Time whole MNIST epochs of the 2HL net (784-512-512-10, batch 500) against the
 GEMM floor of the same work on this machine, and BP in the same harness.
 
-    python bench/epoch.py [--data-dir ../shared/data] [--out bench/results/epoch-cpu-DATE.json]
+    python bench/epoch.py [--data-dir ../shared/data] [--device cuda] [--backend triton]
+                          [--max-batches N] [--out bench/results/epoch-DEVICE-DATE.json]
 
 The floor is the time of the EP step's large matrix products alone (input drive,
 2 per relaxation step after the first free one, the two weight updates), run
@@ -12,6 +13,7 @@ import argparse
 import datetime
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,18 +24,28 @@ from tritonep.baselines import feedforward
 from tritonep.train import device_name, versions
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeat=3):
     best = float("inf")
     for _ in range(repeat):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best
 
 
-def gemm_floor(n_batches, B, T, K):
-    a, W, o = torch.rand(B, 512), torch.rand(512, 512), torch.empty(B, 512)
-    x, W0, g0, g1 = torch.rand(B, 784), torch.rand(512, 784), torch.empty(512, 784), torch.empty(512, 512)
+def gemm_floor(n_batches, B, T, K, device="cpu"):
+    def r(*shape):
+        return torch.rand(*shape, device=device)
+
+    a, W, o = r(B, 512), r(512, 512), r(B, 512)
+    x, W0, g0, g1 = r(B, 784), r(512, 784), r(512, 784), r(512, 512)
 
     def one():
         torch.mm(x, W0.t(), out=o)
@@ -50,14 +62,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
+    ap.add_argument("--max-batches", type=int, default=None, help="time only the first N batches of an epoch")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     ds = data.load("mnist", args.data_dir, download=False)
-    x, y = data.to_float(ds.x_train), ds.y_train
+    n_train = None if args.max_batches is None else 500 * args.max_batches
+    x, y = data.to_float(ds.x_train[:n_train], device=dev), ds.y_train[:n_train].to(dev)
     batches = data.Batches(x, y, 500, seed=0)
     n = len(batches)
     rows = {}
     for K in (5, 10):
-        net = EPNet([784, 512, 512, 10], feedback=0.01, nudge=0.1, T=10, K=K)
+        net = EPNet([784, 512, 512, 10], feedback=0.01, nudge=0.1, T=10, K=K, backend=args.backend).to(dev)
         opt = torch.optim.Adam(net.parameters(), 1e-3)
 
         def epoch():
@@ -66,11 +83,12 @@ def main():
                 net.ep_step(xb, yb)
                 opt.step()
 
+        epoch()  # warm-up: kernel compilation, CUDA graph capture
         ep = timed(epoch, repeat=2)
-        floor = gemm_floor(n, 500, 10, K)
+        floor = gemm_floor(n, 500, 10, K, dev)
         rows[f"ep_K{K}"] = {"epoch_seconds": ep, "gemm_floor_seconds": floor, "ratio_to_floor": ep / floor}
         print(f"EP T=10 K={K}: epoch {ep:.2f} s, GEMM floor {floor:.2f} s, ratio {ep / floor:.2f}", flush=True)
-    net = EPNet([784, 512, 512, 10])
+    net = EPNet([784, 512, 512, 10]).to(dev)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
 
     def bp_epoch():
@@ -79,20 +97,21 @@ def main():
             net.loss(feedforward(net, xb), torch.nn.functional.one_hot(yb, 10).float()).backward()
             opt.step()
 
+    bp_epoch()
     bp = timed(bp_epoch, repeat=2)
     rows["bp"] = {"epoch_seconds": bp}
     for K in (5, 10):
         rows[f"ep_K{K}"]["ep_bp_ratio"] = rows[f"ep_K{K}"]["epoch_seconds"] / bp
     print(f"BP: epoch {bp:.2f} s; EP/BP {rows['ep_K5']['ep_bp_ratio']:.1f} (K=5), "
           f"{rows['ep_K10']['ep_bp_ratio']:.1f} (K=10)")
-    a, W = torch.rand(500, 512), torch.rand(512, 512)
+    a, W = torch.rand(500, 512, device=dev), torch.rand(512, 512, device=dev)
     t = timed(lambda: [a @ W for _ in range(50)], repeat=3) / 50
     result = {
         "date": datetime.date.today().isoformat(),
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "device": device_name(torch.device("cpu")), "versions": versions(),
+        "device": device_name(dev), "versions": versions(), "backend": args.backend,
         "gemm_500x512x512_gflops": 2 * 500 * 512 * 512 / t / 1e9,
-        "batches_per_epoch": n, "results": rows, "command": "python bench/epoch.py",
+        "batches_per_epoch": n, "results": rows, "command": "python bench/epoch.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
     if args.out:

@@ -1,0 +1,192 @@
+"""The GPU check: ONE command that tests the kernels on CUDA, benchmarks every
+backend, times epochs and a 50-epoch mnist-2hl run, and writes one JSON summary.
+
+    bash bench/gpu_check.sh                 # on a GPU machine; results under $OUT (or bench/results/gpu-check)
+    python bench/gpu_check.py --dry-run     # on CPU: every step, shrunk, kernels in the interpreter
+
+Each step runs as a subprocess with its own time limit, so one failing or slow
+step is recorded and the rest still run. The summary
+(``gpu-check-DATE-GPU.json``) has the keys the kernels issue asks for: gpu,
+torch, triton, commit, date, ep_step_speedup_vs_torch, ep_bp_epoch_ratio,
+mnist_2hl_50ep_seconds, best_test_acc, the targets and whether each was reached,
+and the full benchmark table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {  # the kernels issue's targets on an H100
+    "ep_step_speedup_vs_torch": (">=", 5.0),
+    "relax_fraction_of_cublas_tf32": (">=", 0.5),
+    "mnist_2hl_50ep_seconds": ("<=", 3.0),
+    "best_test_acc": (">=", 98.3),
+    "ep_bp_epoch_ratio": ("<=", 2.0),
+}
+
+
+def find_data(given: str | None) -> str | None:
+    for d in (given, os.environ.get("TRITONEP_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data"):
+        if d and (Path(d) / "mnist.npz").is_file():
+            return str(d)
+    return None
+
+
+def run_step(name: str, cmd: list[str], out: Path, timeout: int, env: dict) -> dict:
+    """Run one step, log its output to ``out/NAME.log``; returns its record."""
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        rc, text = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, text = "timeout", (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else str(e.stdout or "")
+    seconds = time.perf_counter() - t
+    (out / f"{name}.log").write_text(text)
+    tail = "\n".join(text.strip().splitlines()[-3:])
+    print(f"   rc={rc} in {seconds:.1f} s\n   {tail}", flush=True)
+    return {"command": " ".join(cmd), "rc": rc, "seconds": round(seconds, 2), "tail": tail}
+
+
+def bench_table(path: Path) -> list[dict]:
+    """pytest-benchmark JSON -> rows of (case, net, backend, batch, mean/median/min seconds)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for b in json.loads(path.read_text())["benchmarks"]:
+        info, st = b.get("extra_info", {}), b["stats"]
+        row = {"name": b["name"], **{k: info.get(k) for k in ("case", "net", "backend", "batch", "T", "K", "width")},
+               "mean_s": st["mean"], "median_s": st["median"], "min_s": st["min"], "rounds": st["rounds"]}
+        if info.get("flops"):
+            row["tflops"] = info["flops"] / st["median"] / 1e12
+        rows.append(row)
+    return rows
+
+
+def pick(rows, **match) -> float | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r["median_s"]
+    return None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def summarize(out: Path, info: dict, steps: dict) -> dict:
+    rows = bench_table(out / "bench.json")
+    torch_ep = pick(rows, case="ep_step", net="2hl-512-K10", backend="torch")
+    speedups = {b: ratio(torch_ep, pick(rows, case="ep_step", net="2hl-512-K10", backend=b))
+                for b in ("compile", "triton", "triton-graph")}
+    best = max((v for v in speedups.values() if v is not None), default=None)
+    cublas = pick(rows, case="cublas_tf32", net="2hl-512-K10")
+    relax_frac = {b: ratio(cublas, pick(rows, case="relax_step", net="2hl-512-K10", backend=b))
+                  for b in ("triton", "triton-tf32")}
+    epoch = json.loads((out / "epoch.json").read_text()) if (out / "epoch.json").is_file() else None
+    train = json.loads((out / "mnist-2hl.json").read_text()) if (out / "mnist-2hl.json").is_file() else None
+    summary = {
+        **info,
+        "ep_step_speedup_vs_torch": speedups["triton-graph"] if speedups["triton-graph"] else best,
+        "ep_step_speedups_by_backend": speedups,
+        "relax_fraction_of_cublas_tf32": relax_frac["triton-tf32"],
+        "relax_fraction_of_cublas_tf32_by_precision": relax_frac,
+        "ep_bp_epoch_ratio": epoch["results"]["ep_K10"]["ep_bp_ratio"] if epoch else None,
+        "ep_bp_epoch_ratio_K5": epoch["results"]["ep_K5"]["ep_bp_ratio"] if epoch else None,
+        "epoch": epoch,
+        "mnist_2hl_50ep_seconds": train.get("train_seconds") if train else None,
+        "mnist_2hl_wall_seconds": steps.get("train", {}).get("seconds"),
+        "mnist_2hl_epochs": len(train["epochs"]) if train else None,
+        "best_test_acc": train.get("best_test_acc") if train else None,
+        "steps": steps,
+        "benchmarks": rows,
+    }
+    reached = {}
+    for key, (op, bound) in TARGETS.items():
+        v = summary.get(key)
+        reached[key] = None if v is None else (v >= bound if op == ">=" else v <= bound)
+    summary["targets"] = {k: {"target": f"{op} {b}", "value": summary.get(k), "reached": reached[k]}
+                          for k, (op, b) in TARGETS.items()}
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| case | net | backend | batch | median ms | TFLOP/s |", "|---|---|---|---|---|---|"]
+    for r in summary["benchmarks"]:
+        tf = f"{r['tflops']:.1f}" if r.get("tflops") else ""
+        lines.append(f"| {r['case']} | {r['net']} | {r['backend']} | {r['batch']} | {1e3 * r['median_s']:.3f} | {tf} |")
+    lines += ["", "| target | value | reached |", "|---|---|---|"]
+    for k, t in summary["targets"].items():
+        v = t["value"]
+        lines.append(f"| {k} {t['target']} | {v if v is None else round(v, 3)} | {t['reached']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-check"))
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--dry-run", action="store_true", help="run every step on CPU, shrunk (kernels in the interpreter)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device: use --dry-run on CPU", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    py = sys.executable
+    if args.dry_run:
+        env.update(TRITON_INTERPRET="1", TRITONEP_BENCH_DRY="1")
+    import triton
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (dry run)"
+    commit = os.environ.get("TRITONEP_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or "unknown"
+    info = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "commit": commit,
+            "date": datetime.date.today().isoformat(), "python": sys.version.split()[0], "dry_run": args.dry_run,
+            "cuda": torch.version.cuda}
+    print(json.dumps(info), flush=True)
+    data = find_data(args.data_dir)
+    steps = {}
+    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py"]
+    steps["kernel_tests"] = run_step("kernel_tests", tests + (["-k", "backends_agree and chain"] if args.dry_run else []),
+                                     out, 240, env)
+    bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_kernels.py",
+             f"--benchmark-json={out / 'bench.json'}"]
+    bench += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.000001", "--benchmark-warmup=off"] if args.dry_run else [
+        "--benchmark-min-rounds=5", "--benchmark-max-time=0.25", "--benchmark-warmup=on"]
+    steps["bench"] = run_step("bench", bench, out, 300, env)
+    if data is None:
+        steps["data"] = {"rc": "skipped", "tail": "MNIST not found: pass --data-dir or set TRITONEP_DATA"}
+    else:
+        dev, backend = ("cpu", "torch") if args.dry_run else ("cuda", "triton")
+        epoch = [py, "bench/epoch.py", "--data-dir", data, "--device", dev, "--backend", backend,
+                 "--out", str(out / "epoch.json")] + (["--max-batches", "2"] if args.dry_run else [])
+        steps["epoch"] = run_step("epoch", epoch, out, 150, env)
+        train = [py, "-m", "tritonep", "train", "mnist-2hl", "--epochs", str(1 if args.dry_run else args.epochs),
+                 "--backend", backend, "--device", dev, "--data-dir", data, "--no-download", "--quiet",
+                 "--out", str(out / "mnist-2hl.json")]
+        train += ["--limit-train", "1000", "--limit-test", "500"] if args.dry_run else []
+        steps["train"] = run_step("train", train, out, 300, env)
+    summary = summarize(out, info, steps)
+    name = f"gpu-check-{info['date']}-{re.sub(r'[^A-Za-z0-9]+', '-', gpu).strip('-').lower()}.json"
+    (out / name).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(summary) + "\n")
+    print(markdown(summary))
+    print(f"summary: {out / name}")
+    return 0 if all(s.get("rc") in (0, "skipped") for s in steps.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
