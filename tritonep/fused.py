@@ -419,6 +419,8 @@ def _graphed(net, plan: Plan, x: Tensor, target: Tensor, T: int, K: int, args):
     params = [p for p in net.parameters()] + [bf for bf in net.buffers()]
     key = (x.shape[0], target.dtype, T, K, args, tuple(p.data_ptr() for p in params))
     precision = args[-1]
+    if not plan.bind_grads():  # the graph always accumulates: start from zeros
+        plan.grads.zero_()
     cap = graphs.get(key)
     if cap is None:
         if len(graphs) > 8:
@@ -430,8 +432,6 @@ def _graphed(net, plan: Plan, x: Tensor, target: Tensor, T: int, K: int, args):
                           "kernels without graphs", RuntimeWarning, stacklevel=3)
             net.__dict__["_graph_off"] = True
             return None
-    if not plan.bind_grads():  # the graph always accumulates: start from zeros
-        plan.grads.zero_()
     cap.x.copy_(x)
     cap.target.copy_(target)
     cap.graph.replay()
@@ -440,7 +440,6 @@ def _graphed(net, plan: Plan, x: Tensor, target: Tensor, T: int, K: int, args):
 
 def _capture(net, plan: Plan, x, target, T, K, args, precision) -> _Captured:
     sx, st = x.clone(), target.clone()
-    plan.bind_grads()
     saved = plan.grads.clone()  # warm-up runs write gradients: restore them after
 
     def body():
