@@ -15,6 +15,16 @@ from tritonep.conv import Conv, ConvEPNet, augment, bp_gradients, bptt_gradients
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convs on a shared 2-core machine: one intra-op thread is ~10x faster than
+    two (no OpenMP barriers between threads that the other jobs keep descheduling)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def cos(a, b):
     """Cosine without torch's eps clamp (EP updates of the first layer are ~1e-10)."""
     a, b = a.flatten().double(), b.flatten().double()
@@ -216,3 +226,158 @@ def test_grads_accumulate_like_backward_and_random_sign_flips():
     torch.testing.assert_close(net.layers[0].weight.grad, 2 * grads[-1])
     assert min(cos(g, grads[0]) for g in grads) > 0.9  # -beta's update is divided by -beta: same direction
     assert len({tuple(g.flatten()[:3].tolist()) for g in grads}) == 2  # both signs were drawn
+
+
+# ----------------------------------------------------------------------------- construction and errors
+def test_architectures_of_the_paper():
+    mnist = ConvEPNet.from_arch("32c5-P2-64c5-P2-FC10", input_shape=(1, 28, 28))
+    assert mnist.maps[1:] == [(32, 24, 24), (64, 8, 8)] and mnist.pooled[2] == (64, 4, 4)
+    assert mnist.layers[-1].in_features == 1024 and mnist.layers[-1].bias is not None
+    cifar = ConvEPNet.from_arch("32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10", input_shape=(3, 32, 32), input_norm="cifar10")
+    assert cifar.maps[1:] == [(32, 32, 32), (64, 16, 16), (128, 8, 8)] and cifar.layers[-1].in_features == 2048
+    torch.testing.assert_close(cifar.input_std.flatten(), torch.tensor([0.6069, 0.5982, 0.6030]))
+    deep = ConvEPNet.from_arch("128c3p1-P2-256c3p1-P2-512c3p1-P2-512c3p1-P2-FC10", input_shape=(3, 32, 32),
+                               residual=[[1, 3], [2, 4]])
+    assert {k: tuple(m.weight.shape) for k, m in deep.skips.items()} == {"1_3": (512, 128, 2, 2),
+                                                                      "2_4": (512, 256, 2, 2)}
+    assert parse_arch("8c3p1-P3-4c1-FC7") == ([(8, 3, 1, 3), (4, 1, 0, 1)], 7)
+    # the nn.Sequential way: nn.Conv2d / nn.MaxPool2d / nn.Linear keep their weights
+    c = torch.nn.Conv2d(1, 4, 3)
+    net = ConvEPNet([c, torch.nn.MaxPool2d(2), torch.nn.Linear(4 * 3 * 3, 10)], input_shape=(1, 8, 8))
+    assert net.layers[0].pool == 2 and torch.equal(net.layers[0].weight, c.weight)
+
+
+def test_clear_errors():
+    net = ConvEPNet.from_arch("4c5-P2-6c5-P2-FC10", input_shape=(1, 28, 28))
+    y = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="3 channels where it takes 1"):
+        net.ep_step(torch.rand(2, 3, 28, 28), y)
+    with pytest.raises(ValueError, match="32x32 maps where it takes 28x28"):
+        net(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"\(batch, 1, 28, 28\) or \(batch, 784\)"):
+        net(torch.rand(2, 3072))
+    with pytest.raises(TypeError, match="floating-point"):
+        net(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="labels must be class indices"):
+        net.ep_step(torch.rand(2, 784), torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="NaN"):
+        net(torch.full((2, 784), float("nan")))
+    torch.testing.assert_close(net(torch.ones(2, 784)), net(torch.ones(2, 1, 28, 28)))  # flat input is fine
+    with pytest.raises(ValueError, match="conv layer 2 takes 5 channels but gets 4"):
+        ConvEPNet([Conv(1, 4, 3), Conv(5, 4, 3), 10], input_shape=(1, 16, 16))
+    with pytest.raises(ValueError, match="does not fit its 4x4 input maps"):
+        ConvEPNet.from_arch("4c5-P2-4c5-FC10", input_shape=(1, 12, 12))
+    with pytest.raises(ValueError, match="readout takes 99 features but the last conv layer gives 4x5x5 = 100"):
+        ConvEPNet([Conv(1, 4, 3, pool=2), Dense(99, 10)], input_shape=(1, 12, 12))
+    with pytest.raises(ValueError, match="bad conv architecture"):
+        ConvEPNet.from_arch("32c5-P2-P2", input_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="not an integer multiple"):
+        ConvEPNet.from_arch("4c3-P2-4c3-4c3-FC10", input_shape=(1, 16, 16), residual=[(1, 3)])
+    with pytest.raises(ValueError, match="input_shape must be"):
+        ConvEPNet([Conv(1, 4, 3), 10], input_shape=(28, 28))
+    with pytest.raises(ValueError, match="feedback has 2 coefficients"):
+        ConvEPNet.from_arch("4c5-P2-6c5-P2-FC10", input_shape=(1, 28, 28), feedback=[0.1, 0.1])
+
+
+def test_augment_crops_and_flips():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        out = augment(x, pad=2, generator=g)
+        assert out.shape == x.shape
+        for b in range(2):  # every output is a shifted (and maybe mirrored) window of the padded image
+            padded = F.pad(x[b], (2, 2, 2, 2))
+            hits = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                    if torch.equal(out[b], (lambda w: w.flip(2) if f else w)(padded[:, dy:dy + 6, dx:dx + 6]))]
+            assert hits, "not a crop of the padded image"
+            seen.add(hits[0][2])
+    assert seen == {False, True}
+
+
+# ----------------------------------------------------------------------------- Triton path
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(DEVICE == "cpu" and not __import__("tritonep.fused").fused.interpreting(),
+                                  reason="no GPU and TRITON_INTERPRET is not set")
+
+
+@needs_triton
+@pytest.mark.parametrize("P,act,terms", [(2, "hard_sigmoid", "g1+g2+bias"), (3, "tanh", "g1"), (2, "pep_sigmoid", "g2"),
+                                         (1, "hard_sigmoid", "g1+bias"), (2, "tanh", "none")])
+def test_conv_epilogue_matches_reference(P, act, terms):
+    """13x13 maps (ragged under 2x2 and 3x3 pooling), 3 channels, batch 5; outputs
+    NaN-poisoned so an element the kernel fails to write fails."""
+    from tritonep.kernels import conv as conv_k
+
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    B, C, H, W = 5, 3, 13, 13
+    A = torch.randn(B, C, H, W, device=DEVICE, generator=g)
+    bias = torch.randn(C, device=DEVICE, generator=g) if "bias" in terms else None
+    Hp, Wp = H // P, W // P
+    g1 = torch.randn(B, C, Hp, Wp, device=DEVICE, generator=g) if "g1" in terms else None
+    g2 = torch.randn(B, C, Hp, Wp, device=DEVICE, generator=g) if "g2" in terms else None
+    state = torch.rand(B, C, H, W, device=DEVICE, generator=g).round_(decimals=1)  # ties: first max wins
+    idx = F.max_pool2d(state, P, return_indices=True)[1] if P > 1 else None
+    fb = sum(sc * t for sc, t in ((0.3, g1), (-0.7, g2)) if t is not None)
+    pre = A + (bias.view(-1, 1, 1) if bias is not None else 0)
+    if g1 is not None or g2 is not None:
+        pre = pre + (F.max_unpool2d(fb, idx, P, output_size=(H, W)) if P > 1 else fb)
+    want = ref.activate(act, pre)
+    s = torch.full_like(A, float("nan"))
+    o = torch.full((B, C, Hp, Wp), float("nan"), device=DEVICE) if P > 1 else None
+    i_out = torch.full((B, C, Hp, Wp), -7, dtype=torch.int32, device=DEVICE) if P > 1 else None
+    conv_k.conv_epilogue(A, s, pool=P, activation=act, bias=bias, g1=g1, scale1=0.3, g2=g2, scale2=-0.7,
+                         idx_in=None if idx is None else idx.to(torch.int32), o_out=o, idx_out=i_out, block=32)
+    torch.testing.assert_close(s, want, rtol=1e-5, atol=1e-6)
+    if P > 1:
+        o_want, i_want = F.max_pool2d(want, P, return_indices=True)
+        torch.testing.assert_close(o, o_want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(i_out.long(), i_want)
+
+
+def odd_net(backend, output="softmax", residual=None, **kw):
+    """3x15x15 input -> 5c3 13x13 -P2-> 6x6 -> 6c2p1 7x7 -P2-> 3x3 -> 4c1 3x3 -> 4 classes."""
+    torch.manual_seed(0)
+    layers = [Conv(3, 5, 3, pool=2), Conv(5, 6, 2, padding=1, pool=2), Conv(6, 4, 1, pool=1), Dense(36, 4, bias=True)]
+    opts = {**dict(T=4, K=3, feedback=0.3, nudge=0.5), **kw}
+    return ConvEPNet(layers, input_shape=(3, 15, 15), output=output, residual=residual, backend=backend,
+                     **opts).to(DEVICE)
+
+
+BACKEND_CASES = [("softmax", [(1, 3)], dict(nudging="symmetric")),
+                 ("neuron", None, dict(rule="classic", error="frozen", activation="pep_sigmoid")),
+                 ("softmax", None, dict(error="frozen", nudging="random-sign", activation="tanh"))]
+
+
+@needs_triton
+@pytest.mark.parametrize("output,residual,opts", BACKEND_CASES, ids=["residual-symmetric", "pep-classic", "frozen"])
+def test_ep_step_backends_agree(output, residual, opts):
+    a, b = odd_net("torch", output, residual, **opts), odd_net("triton", output, residual, **opts)
+    assert b.backend_for(torch.zeros(1, device=DEVICE)) == "triton"
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    x, y = torch.rand(5, 3, 15, 15, device=DEVICE, generator=g), torch.randint(0, 4, (5,), device=DEVICE, generator=g)
+    torch.manual_seed(3)
+    la, oa = a.ep_step(x, y)
+    torch.manual_seed(3)
+    lb, ob = b.ep_step(x, y)
+    torch.testing.assert_close(ob, oa, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
+    # classic: the difference of two nearly equal correlations; both float32 paths are ~2e-4
+    # from float64 there (measured), so the bar is looser than for fre
+    tol = 1e-3 if opts.get("rule") == "classic" else 1e-5
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert ((q.grad - p.grad).norm() / p.grad.norm()).item() < tol, n
+    assert a.last_steps == b.last_steps
+    torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-6)
+
+
+def test_triton_path_errors(monkeypatch):
+    net = odd_net("triton")
+    x = torch.rand(2, 3, 15, 15, device=DEVICE)
+    with pytest.raises(TypeError, match="float32"):
+        odd_net("triton").double().ep_step(x.double(), torch.zeros(2, dtype=torch.long, device=DEVICE))
+    if DEVICE == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            net(x)
+        assert odd_net("auto").backend_for(x) == "torch"

@@ -685,7 +685,136 @@ def augment(x: Tensor, *, pad: int = 4, generator: Optional[torch.Generator] = N
     return out.gather(3, cols[:, None, None, :].expand(B, C, H, W))
 
 
-def _triton_runner(net: ConvEPNet, x: Tensor):
-    from . import conv_fused
+# ----------------------------------------------------------------------------- Triton path
+def _triton_runner(net: ConvEPNet, x: Tensor) -> "_Fused":
+    """The net's fused runner for x's batch size, device and dtype (buffers reused across calls)."""
+    from . import fused
 
-    return conv_fused.runner(net, x)
+    fused.check_device(x)
+    if x.dtype != torch.float32:
+        raise TypeError(f"backend='triton' computes in float32; the net is {x.dtype} (use backend='torch')")
+    cache = net.__dict__.setdefault("_runners", {})
+    key = (x.shape[0], x.device)
+    r = cache.get(key)
+    if r is None:
+        if len(cache) > 8:
+            cache.clear()
+        r = cache[key] = _Fused(net, x.shape[0], x.device)
+    return r
+
+
+class _Fused:
+    """The conv relaxation with one fused epilogue kernel per conv layer and step.
+
+    Per step and conv layer l: the forward conv of ``O_{l-1}`` and the transposed
+    conv of ``s_{l+1}`` run in cuDNN (torch); ``tritonep.kernels.conv.conv_epilogue``
+    then adds bias, the scaled feedback and the nudge, unpools them at the current
+    maxima, applies rho and pools the new state with its indices, in one pass.
+    A *frame* holds, per layer, ``s_l``, ``O_l`` and the int32 indices; each phase
+    ping-pongs between two frames (the free phase's last frame is read, never
+    written, by the nudged phases). The P-EP output layer (dense, C units) is
+    updated by torch.
+    """
+
+    def __init__(self, net: ConvEPNet, batch: int, device: torch.device):
+        from .kernels import conv as conv_k
+
+        self.net, self.k, self.batch, self.device = net, conv_k, batch, device
+        self.frames: dict = {}
+
+    def frame(self, tag: str) -> dict:
+        f = self.frames.get(tag)
+        if f is None:
+            net, B = self.net, self.batch
+            f = {"s": [None], "o": [None], "idx": [None]}
+            for l in range(1, net.n_state + 1):
+                f["s"].append(torch.empty(B, *net.maps[l], device=self.device))
+                pooled = net.pool_size(l) > 1
+                f["o"].append(torch.empty(B, *net.pooled[l], device=self.device) if pooled else None)
+                f["idx"].append(torch.empty(B, *net.pooled[l], device=self.device, dtype=torch.int32)
+                                if pooled else None)
+            self.frames[tag] = f
+        return f
+
+    def _sent(self, f: dict, l: int) -> Tensor:
+        return f["s"][l] if f["o"][l] is None else f["o"][l]
+
+    def step(self, cur: Optional[dict], nxt: dict, x: Tensor, drive: Tensor, nudge=None) -> None:
+        """nxt = step(cur); cur None: the first step from zero states (drives only)."""
+        net = self.net
+        n = net.n_state
+        for l in range(1, n + 1):
+            A, g1, scale1 = (drive if l == 1 else None), None, 1.0
+            fb_terms = []
+            if cur is not None:
+                for k in net._incoming[l]:
+                    if k.kind == "forward":
+                        term = net.link_forward(k.weight, self._sent(cur, k.src) if k.src else x)
+                        A = term.mul_(k.scale) if A is None else A.add_(term, alpha=k.scale)
+                    else:
+                        fb_terms.append((k.scale, net.link_transpose(k.weight, cur["s"][k.src])))
+            if len(fb_terms) == 1:
+                scale1, g1 = fb_terms[0]
+            elif fb_terms:
+                g1 = fb_terms[0][1].mul_(fb_terms[0][0])
+                for sc, t in fb_terms[1:]:
+                    g1.add_(t, alpha=sc)
+            bias = net.layer_bias(l) if l > 1 else None  # layer 1's bias is in its drive
+            if l > net.n_conv:  # the P-EP output neurons: dense, C units, in torch
+                pre = A if A is not None else torch.zeros_like(nxt["s"][l])
+                if bias is not None:
+                    pre = pre + bias
+                if nudge is not None and cur is not None:
+                    pre = nudge.add_to(pre, cur["s"][l], inplace=False)
+                ref.activate(net.activation, pre, out=nxt["s"][l])
+                continue
+            g2, scale2 = None, 1.0
+            if nudge is not None and l == n and cur is not None:
+                e = nudge.frozen_error if nudge.frozen_error is not None else nudge.error(
+                    self._sent(cur, l).flatten(1))
+                g2, scale2 = (e @ nudge.M_f).view(self.batch, *net.pooled[l]), nudge.beta
+            if A is None:
+                A = torch.zeros_like(nxt["s"][l])
+            self.k.conv_epilogue(
+                A.contiguous(), nxt["s"][l], pool=net.pool_size(l), activation=net.activation,
+                bias=None if bias is None else bias.detach(), g1=g1, scale1=scale1, g2=g2, scale2=scale2,
+                idx_in=cur["idx"][l] if cur is not None else None, o_out=nxt["o"][l], idx_out=nxt["idx"][l])
+
+    def _phase(self, start: Optional[dict], tag: str, x: Tensor, drive: Tensor, steps: int, nudge=None) -> dict:
+        frames = (self.frame(tag + "0"), self.frame(tag + "1"))
+        cur = start
+        for t in range(steps):
+            self.step(cur, frames[t % 2], x, drive, nudge)
+            cur = frames[t % 2]
+        return cur
+
+    def states(self, f: dict, x: Tensor) -> list[Tensor]:
+        return [x] + f["s"][1:]
+
+    def free(self, x: Tensor, T: int):
+        self.x = x
+        self.drive = self.net.drives(x)[1].contiguous()
+        self.free_frame = self._phase(None, "free", x, self.drive, T)
+        return self.states(self.free_frame, x), T
+
+    def nudged(self, free: list, target: Tensor, beta: float, K: int, frozen: bool):
+        tag = "plus" if beta > 0 else "minus"
+        nudge = self.net.make_nudge(free, target, beta, frozen)
+        f = self._phase(self.free_frame, tag, self.x, self.drive, K, nudge)
+        return self.states(f, self.x), K
+
+
+# ----------------------------------------------------------------------------- configs
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def build_net(cfg: dict) -> ConvEPNet:
+    """The ``ConvEPNet`` a training config describes (``cfg["conv"]`` an architecture
+    string, the input shape from ``cfg["dataset"]``); see ``tritonep.presets``."""
+    if cfg["dataset"] not in INPUT_SHAPES:
+        raise ValueError(f"no conv input shape for data set {cfg['dataset']!r}")
+    return ConvEPNet.from_arch(
+        cfg["conv"], input_shape=INPUT_SHAPES[cfg["dataset"]], feedback=cfg["feedback"], nudge=cfg["nudge"],
+        activation=cfg["activation"], residual=cfg.get("residual"), alpha=cfg.get("alpha", 1.0),
+        output=cfg["output"], T=cfg["T"], K=cfg["K"], rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"],
+        normalize=cfg["normalize"], input_norm=cfg.get("input_norm"), backend=cfg.get("backend", "auto"))
