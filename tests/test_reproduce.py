@@ -1,0 +1,109 @@
+"""`tritonep reproduce`: the rows and the paper's numbers, and the --quick pipeline end to end."""
+import json
+import statistics
+
+import pytest
+
+from tritonep import presets, reproduce, train
+
+
+def test_rows_map_to_presets_and_carry_the_papers_numbers():
+    t1, t2 = reproduce.TABLES["table1"], reproduce.TABLES["table2"]
+    assert len(t1) == 11 and len(t2) == 28  # 3 + 5 + 3 rows; 14 per data set
+    assert reproduce.ROWS["mnist-conv"].paper.test == 99.14  # Table 1, conv
+    assert reproduce.ROWS["mnist-conv-table2"].paper.test == 99.27
+    assert reproduce.ROWS["cifar10-conv"].paper.test == 75.04  # Table 2, conv
+    assert reproduce.ROWS["mnist-2hl"].paper.time == "0:01:16"
+    for row in t1 + t2:
+        assert row.paper is not None and 0 < row.paper.std < row.paper.test <= 100
+        if row.preset is None:
+            assert "conv" in row.key and "not yet implemented" in row.note
+            continue
+        cfg = reproduce.row_config(row, 0, {})
+        assert cfg["dataset"] == row.dataset
+        train.build_optimizer(train.build_net(cfg), cfg)  # the overrides fit the preset
+    assert reproduce.row_config(reproduce.ROWS["mnist-20hl-bp"], 3, {"epochs": 2})["residual"] is None
+    dlr = reproduce.row_config(reproduce.ROWS["mnist-3hl-sgd-dlr"], 0, {})
+    assert dlr["lr"] == presets.get("mnist-3hl-pep")["lr"] and dlr["optimizer"] == "sgd"
+
+
+def test_bad_targets_and_options(capsys):
+    assert train.main(["reproduce", "tabel1"]) == 2
+    assert "unknown table or row 'tabel1'; did you mean table1" in capsys.readouterr().err
+    assert train.main(["reproduce"]) == 2
+    assert "give a table" in capsys.readouterr().err
+    assert train.main(["reproduce", "table1", "--seeds", "0"]) == 2
+    assert "--seeds must be a positive int" in capsys.readouterr().err
+    assert reproduce.main(["table1", "--dataset", "cifar10"]) == 2
+    assert "no row of table1 is on cifar10" in capsys.readouterr().err
+    assert train.main(["reproduce", "--list"]) == 0
+    assert "mnist-10hl-agt" in capsys.readouterr().out
+
+
+def _table(md: str) -> dict[str, dict[str, str]]:
+    """Markdown table rows keyed by the row key in backticks -> {column: cell}."""
+    rows, header = {}, None
+    for line in md.splitlines():
+        if not line.startswith("| "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "Row":
+            header = cells
+            continue
+        key = cells[0].split("`")[1]
+        rows[key] = dict(zip(header, cells))
+    return rows
+
+
+def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
+    out = tmp_path / "rq"
+    args = ["reproduce", "mnist-2hl-bp", "mnist-5hl", "mnist-conv", "--quick", "--data-dir", str(data_dir),
+            "--no-download", "--out", str(out), "--name", "smoke"]
+    assert train.main(args) == 0
+    printed = capsys.readouterr().out
+    md = (out / "smoke.md").read_text()
+    assert printed.strip() == md.strip()
+    summary = json.loads((out / "smoke.json").read_text())
+    table = _table(md)
+    assert list(table) == ["mnist-2hl-bp", "mnist-conv", "mnist-5hl"]  # Table 1's rows, then Table 2's
+    assert all(list(cells) == list(reproduce.COLUMNS) for cells in table.values())
+    assert "**Not the paper's budget**" in md and "tritonep reproduce mnist-2hl-bp mnist-5hl" in md
+
+    for key in ("mnist-2hl-bp", "mnist-5hl"):
+        runs = [json.loads((out / key / f"seed{s}.json").read_text()) for s in (0, 1)]
+        assert [r["config"]["seed"] for r in runs] == [0, 1]
+        assert all(r["finished"] and len(r["epochs"]) == 1 and (r["train_size"], r["test_size"]) == (1000, 500)
+                   for r in runs)
+        assert not (out / key / "seed0.ckpt").exists()  # dropped once the run finished
+
+        def pm(field, digits=2):
+            v = [r[field] for r in runs]
+            return f"{statistics.fmean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+
+        cells = table[key]
+        assert cells["Ours best test %"] == pm("best_test_acc")
+        assert cells["Ours final test %"] == pm("final_test_acc")
+        assert cells["Time per run (s)"] == pm("train_seconds", 1)
+        assert cells["Device"] == runs[0]["device"] and cells["Seeds"] == "2"
+        assert cells["Train / test images"] == "1000 / 500"
+        row = reproduce.ROWS[key]
+        assert cells["Paper test % (train)"] == f"{row.paper.test:.2f} ± {row.paper.std:.2f} ({row.paper.train:.2f})"
+        s = next(r for r in summary["rows"] if r["key"] == key)
+        assert s["status"] == "done" and s["best_test_acc"]["n"] == 2
+        assert s["best_test_acc"]["mean"] == pytest.approx(statistics.fmean(r["best_test_acc"] for r in runs))
+    assert table["mnist-2hl-bp"]["Our setting"] == "1/500-1/1" and table["mnist-2hl-bp"]["Paper setting"] == (
+        "50/500-1/1")
+    assert table["mnist-5hl"]["Our setting"] == "1/500-50/25"
+    conv = table["mnist-conv"]
+    assert conv["Paper test % (train)"] == "99.14 ± 0.02 (99.78)" and "not yet implemented" in conv["Notes"]
+    assert conv["Paper time"] == "0:12:28" and conv["Seeds"] == "—"
+    assert conv["Ours best test %"] == "—"
+
+    # --resume-existing reuses finished runs (same numbers, nothing retrained) ...
+    assert train.main(args + ["--resume-existing"]) == 0
+    assert "(reused," in capsys.readouterr().err
+    again = json.loads((out / "smoke.json").read_text())
+    assert [r["best_test_acc"] for r in again["rows"]] == [r["best_test_acc"] for r in summary["rows"]]
+    # ... and refuses runs made with other settings
+    assert train.main(args + ["--resume-existing", "--epochs", "2"]) == 2
+    assert "holds a run with other settings" in capsys.readouterr().err
