@@ -48,7 +48,8 @@ def build_net(cfg: dict) -> EPNet:
                  activation=cfg["activation"], residual=cfg["residual"], agt=cfg["agt"], agt_seed=cfg["seed"],
                  alpha=cfg["alpha"], bias=cfg["bias"], output=cfg["output"], T=cfg["T"], K=cfg["K"],
                  rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"], normalize=cfg["normalize"],
-                 backend=cfg["backend"])
+                 backend=cfg["backend"], precision=cfg.get("precision", "ieee"), tol=cfg.get("tol"),
+                 check_every=cfg.get("check_every", 5))
 
 
 def build_optimizer(net: EPNet, cfg: dict) -> torch.optim.Optimizer:
@@ -360,7 +361,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--dtype", choices=tuple(DTYPES), help="floating point type of weights and states (float32)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    t.add_argument("--backend", choices=("auto", "torch"))
+    t.add_argument("--backend", choices=("auto", "torch", "triton"),
+                   help="auto (default: Triton kernels on CUDA, the PyTorch reference on CPU), torch or triton")
+    t.add_argument("--precision", choices=("ieee", "tf32", "bf16"), help="operands of the Triton kernels' products")
+    t.add_argument("--tol", type=float, help="stop each phase early once every sample's state change is below TOL")
+    t.add_argument("--check-every", type=int, metavar="N", help="steps between convergence checks (default 5)")
     t.add_argument("--data-dir", help=f"data directory (default ${data_mod.ENV_VAR}, then the cache)")
     t.add_argument("--no-download", action="store_true", help="never download data")
     t.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
@@ -374,6 +379,8 @@ def _parser() -> argparse.ArgumentParser:
                         "train PRESET --distributed`); --batch-size stays the global batch, split across ranks")
     from . import reproduce  # here, not at the top: reproduce imports this module
 
+    sub.add_parser("analyze", help="dynamics, gradient alignment, sweeps and plots (tritonep analyze -h)",
+                   add_help=False)
     reproduce.add_arguments(sub.add_parser("reproduce", help="rerun the paper's tables, several seeds each",
                                            description=reproduce.__doc__.split("\n\n")[0]))
     return ap
@@ -393,6 +400,10 @@ def _list_presets() -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["analyze"]:  # its own parser: tritonep.analysis
+        from . import analysis
+
+        return analysis.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "reproduce":
         from . import reproduce
@@ -411,7 +422,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     cfg["preset"] = args.preset
     for key in ("epochs", "batch_size", "hidden", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
-                "normalize", "seed", "dtype", "device", "backend", "limit_train", "limit_test"):
+                "normalize", "seed", "dtype", "device", "backend", "precision", "tol", "check_every", "limit_train",
+                "limit_test"):
         v = getattr(args, key)
         if v is not None:
             cfg[key] = v
