@@ -303,3 +303,25 @@ def test_clear_errors(monkeypatch):
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             net.ep_step(x, y)
         assert EPNet([4, 5, 3]).backend_for(torch.rand(2, 4)) == "torch"  # auto: the reference on CPU
+
+
+def test_cli_trains_on_the_triton_backend_like_the_reference(tmp_path, data_dir):
+    """`tritonep train --backend triton` (here in the interpreter) gives the run the
+    reference gives: same losses and accuracies, epoch by epoch."""
+    import json
+
+    from tritonep.train import main
+
+    runs = {}
+    for backend in ("torch", "triton"):
+        out = tmp_path / f"{backend}.json"
+        argv = ["train", "mnist-2hl", "--backend", backend, "--hidden", "40,24", "--epochs", "2", "--batch-size", "100",
+                "--limit-train", "300", "--limit-test", "200", "--T", "4", "--K", "3", "--tol", "1e-3",
+                "--check-every", "2", "--data-dir", str(data_dir), "--no-download", "--quiet", "--out", str(out)]
+        assert main(argv + (["--device", DEVICE] if DEVICE == "cuda" else [])) == 0
+        runs[backend] = json.loads(out.read_text())
+    a, b = runs["torch"], runs["triton"]
+    assert b["config"]["backend"] == "triton" and b["config"]["tol"] == 1e-3 and b["config"]["check_every"] == 2
+    for ea, eb in zip(a["epochs"], b["epochs"]):
+        assert eb["train_loss"] == pytest.approx(ea["train_loss"], rel=1e-4)
+        assert abs(eb["test_acc"] - ea["test_acc"]) <= 0.5  # at most one of 200 images flips
