@@ -163,6 +163,7 @@ class Plan:
                 slot(p)
         self.grad_numel = sum(q.numel() for q in self.params)
         self.grads = torch.zeros(self.grad_numel, device=device)
+        self.views = [self.grads[off:off + numel].view_as(p) for p, (off, numel) in zip(self.params, self.slices)]
 
         def table(rows):
             return torch.tensor(rows, dtype=torch.int32, device=device).reshape(len(rows), -1)
@@ -234,8 +235,7 @@ class Plan:
         ``backward()``, the next call writes into the same tensors.
         """
         fresh = []
-        for p, (off, numel) in zip(self.params, self.slices):
-            view = self.grads[off:off + numel].view_as(p)
+        for p, view in zip(self.params, self.views):
             g = p.grad
             if g is None:
                 fresh.append(view)
@@ -342,8 +342,7 @@ def _ep_body(net, plan: Plan, x, target, w, b, T, K, args, accumulate: bool, tol
     """Free phase, readout, nudged phase(s), updates: everything but the packing
     and grad binding (so a CUDA graph can capture it)."""
     rule, nudging, sign, frozen, normalize, precision = args
-    _, update_k = kernels()
-    relax_k, _ = kernels()
+    relax_k, update_k = kernels()
     B, C = x.shape[0], net.num_classes
     delta, logits_buf, err_buf, neuron_err = plan.scratch(B, C)
     drive = _drive(net, x)
@@ -387,19 +386,13 @@ def _ep_body(net, plan: Plan, x, target, w, b, T, K, args, accumulate: bool, tol
                                 precision=precision, block_m=bl.update_m, block_n=bl.update_n, block_b=bl.update_b,
                                 num_warps=bl.num_warps)
     if plan.head:  # readout: exact cross-entropy gradient at the free state, (p - y)^T s_top / B
-        off, numel = plan.slices[len(plan.params) - len(plan.head)]
-        g_w = plan.grads[off:off + numel].view_as(plan.head[0])
-        if accumulate:
-            g_w.addmm_(err_buf.t(), top, alpha=-1.0 / B)
-        else:
-            torch.mm(err_buf.t(), top, out=g_w).mul_(-1.0 / B)
-        if len(plan.head) == 2:
-            off_b, nb = plan.slices[-1]
-            g_b = plan.grads[off_b:off_b + nb]
-            if accumulate:
-                g_b.sub_(err_buf.sum(0), alpha=1.0 / B)
-            else:
-                torch.sum(err_buf, 0, out=g_b).mul_(-1.0 / B)
+        g = plan.views[len(plan.params) - len(plan.head):]
+        if not accumulate:
+            for v in g:
+                v.zero_()
+        g[0].addmm_(err_buf.t(), top, alpha=-1.0 / B)
+        if len(g) == 2:
+            g[1].sub_(err_buf.sum(0), alpha=1.0 / B)
     return loss, out, (t_free, steps)
 
 
