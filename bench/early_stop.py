@@ -46,6 +46,28 @@ def train(cfg, tol, check_every, x, y, x_test, y_test, epochs):
     return history
 
 
+def time_steps(cfg, tols, check_every, x, y, rounds=7, calls=5):
+    """Median seconds per ep_step on one batch (untrained net, same weights throughout:
+    no optimizer step), fixed T/K against each tolerance, interleaved round by round
+    so machine noise hits all alike; with the steps each phase ran."""
+    torch.manual_seed(cfg["seed"])
+    net = build_net(cfg).to(x.device)
+    names = ["fixed"] + [f"tol={t:g}" for t in tols]
+    times, steps = {n: [] for n in names}, {}
+    for _ in range(rounds):
+        for name, tol in zip(names, [None] + list(tols)):
+            net.tol, net.check_every = tol, check_every
+            net.ep_step(x, y)  # warm
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                net.zero_grad(set_to_none=False)
+                net.ep_step(x, y)
+            times[name].append((time.perf_counter() - t0) / calls)
+            steps[name] = net.last_steps
+    med = {n: sorted(v)[len(v) // 2] for n, v in times.items()}
+    return {n: {"ep_step_ms": 1e3 * m, "ratio_to_fixed": m / med["fixed"], "steps": steps[n]} for n, m in med.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="mnist-2hl")
@@ -56,6 +78,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only time ep_step on one batch (fixed vs each tol), merged into an existing --out JSON")
     args = ap.parse_args()
     cfg = presets.get(args.preset)
     dev = resolve_device(args.device)
@@ -63,8 +87,18 @@ def main():
     n = args.limit_train
     x, y = data.to_float(ds.x_train[:n], device=dev), ds.y_train[:n].to(dev)
     x_test, y_test = data.to_float(ds.x_test, device=dev), ds.y_test.to(dev)
+    tols = [float(t) for t in args.tols.split(",")]
+    timing = time_steps(cfg, tols, args.check_every, x[:cfg["batch_size"]], y[:cfg["batch_size"]])
+    print(json.dumps(timing, indent=2))
+    if args.timing_only:
+        if args.out and Path(args.out).is_file():
+            result = json.loads(Path(args.out).read_text())
+            result["ep_step_timing"] = timing
+            result["timing_command"] = "python bench/early_stop.py " + " ".join(sys.argv[1:])
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return
     runs = {"fixed": train(cfg, None, 1, x, y, x_test, y_test, args.epochs)}
-    for tol in (float(t) for t in args.tols.split(",")):
+    for tol in tols:
         runs[f"tol={tol:g}"] = train(cfg, tol, args.check_every, x, y, x_test, y_test, args.epochs)
     base = runs["fixed"]
     summary = {
@@ -80,7 +114,7 @@ def main():
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "device": device_name(dev), "versions": versions(), "preset": args.preset,
         "T": cfg["T"], "K": cfg["K"], "check_every": args.check_every, "epochs": args.epochs,
-        "train_size": x.shape[0], "summary": summary, "runs": runs,
+        "train_size": x.shape[0], "summary": summary, "ep_step_timing": timing, "runs": runs,
         "command": "python bench/early_stop.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(summary, indent=2))
