@@ -8,7 +8,8 @@ same harness.
 
 Backends: ``torch`` (the reference, eager), ``compile`` (``torch.compile`` of the
 reference phases and rule), ``triton`` (cuDNN convolutions + the fused Triton
-epilogue per layer and step). Triton cases need CUDA; ``compile`` runs on CUDA, or
+epilogue per layer and step), ``triton-graph`` (the same, each ``ep_step``
+replayed as one CUDA graph). Triton cases need CUDA; ``compile`` runs on CUDA, or
 on CPU with TRITONEP_BENCH_COMPILE=1; the big nets run on CPU only with
 TRITONEP_BENCH_ALL=1 (an ep_step of the CIFAR net takes seconds there).
 TRITONEP_BENCH_DRY=1 shrinks every net and runs the Triton cases in the CPU
@@ -38,10 +39,12 @@ if DRY:  # same layouts, a few channels, 3 steps each
     NETS = {"mnist-conv": ("3c5-P2-4c5-P2-FC10", (1, 28, 28), dict(feedback=0.01, nudge=0.1), 5, 3, 2),
             "cifar10-deepconv": ("3c3p1-P2-4c3p1-P2-5c3p1-P2-6c3p1-P2-FC10", (3, 32, 32),
                                  dict(feedback=0.1, nudge=0.25, residual=[[1, 3], [2, 4]]), 5, 3, 2)}
-BACKENDS = ["torch", "compile", "triton"]
+BACKENDS = ["torch", "compile", "triton", "triton-graph"]
 
 
 def skip_reason(backend: str, name: str):
+    if backend == "triton-graph" and not CUDA:
+        return "CUDA graphs need CUDA"
     if backend == "triton" and not CUDA and not (DRY and fused.interpreting()):
         return "Triton timings need CUDA (the interpreter is for correctness)"
     if backend == "compile" and not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_COMPILE") != "1":
@@ -58,8 +61,9 @@ def sync():
 
 def build(name, backend):
     arch, shape, opts, batch, T, K = NETS[name]
-    b = "triton" if backend == "triton" else "torch"
-    net = ConvEPNet.from_arch(arch, input_shape=shape, T=T, K=K, backend=b, **opts).to(DEVICE)
+    b = "triton" if backend.startswith("triton") else "torch"
+    net = ConvEPNet.from_arch(arch, input_shape=shape, T=T, K=K, backend=b, cuda_graph=backend == "triton-graph",
+                              **opts).to(DEVICE)
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.rand(batch, *shape, device=DEVICE, generator=g)
     y = torch.randint(0, 10, (batch,), device=DEVICE, generator=g)

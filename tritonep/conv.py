@@ -181,6 +181,8 @@ class ConvEPNet(nn.Module):
             net, MSE cost; the last layer must then be a Dense).
         input_norm: ``(mean, std)`` per channel applied to every input, or
             ``"cifar10"`` (the paper's code: std 3x the usual); None: none.
+        cuda_graph: on CUDA with the Triton backend, replay each ``ep_step`` as one
+            captured CUDA graph (opt-in: checked by the GPU tests, not on CPU).
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class ConvEPNet(nn.Module):
         backend: str = "auto",
         tol: Optional[float] = None,
         check_every: int = 5,
+        cuda_graph: bool = False,
     ):
         super().__init__()
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
@@ -222,6 +225,7 @@ class ConvEPNet(nn.Module):
         self.backend = _choice("backend", backend, BACKENDS)
         self.tol = None if tol is None else _positive_float("tol", tol)
         self.check_every = _positive_int("check_every", check_every)
+        self.cuda_graph = bool(cuda_graph)
         self.last_steps: Optional[dict] = None
 
         # ---- the stack: convs (each with its pooling), then the readout / output layer
@@ -545,6 +549,21 @@ class ConvEPNet(nn.Module):
         sign = 1.0
         if nudging == "random-sign":  # drawn from torch's RNG, like EPNet
             sign = 1.0 if torch.rand(()).item() < 0.5 else -1.0
+        args = (T, K, rule, nudging, sign, frozen, normalize, tol)
+        if self.cuda_graph and tol is None and x.is_cuda and self.backend_for(x) == "triton" \
+                and not self.__dict__.get("_graph_off"):
+            done = _graphed(self, x, target, args)
+            if done is not None:
+                loss, out, (t_free, steps) = done
+                self.last_steps = {"free": t_free, "nudged": steps}
+                return loss, out
+        loss, out, (t_free, steps) = self._ep_body(x, target, *args)
+        self.last_steps = {"free": t_free, "nudged": steps}
+        return loss, out
+
+    def _ep_body(self, x, target, T, K, rule, nudging, sign, frozen, normalize, tol):
+        """Phases, rules and readout gradient of ``ep_step`` (arguments validated; no host
+        sync without ``tol``, so a CUDA graph can capture it). Returns (loss, logits, steps)."""
         if self.backend_for(x) == "triton":
             if tol is not None:
                 raise ValueError("tol (early stopping) is not supported on the conv Triton path; use backend='torch'")
@@ -580,8 +599,7 @@ class ConvEPNet(nn.Module):
             _grad(head.weight).addmm_(err.t(), top, alpha=1.0 / x.shape[0])
             if head.bias is not None:
                 _accumulate_bias(head.bias, err, 1.0 / x.shape[0])
-        self.last_steps = {"free": t_free, "nudged": steps}
-        return loss, out
+        return loss, out, (t_free, steps)
 
     def _write_grads(self, rule, a, b, free, span, beta, normalize):
         """Each trained link: fre ``coef * corr(O_src^0, s_dst^a - s_dst^b)``; classic
@@ -686,6 +704,68 @@ def augment(x: Tensor, *, pad: int = 4, generator: Optional[torch.Generator] = N
 
 
 # ----------------------------------------------------------------------------- Triton path
+class _Captured:
+    """One captured conv ep_step: static inputs, outputs, and the grads it accumulates into."""
+
+    def __init__(self, graph, x, target, loss, out, steps, grads):
+        self.graph, self.x, self.target, self.loss, self.out, self.steps, self.grads = (
+            graph, x, target, loss, out, steps, grads)
+
+
+def _graphed(net: ConvEPNet, x: Tensor, target: Tensor, args):
+    """``ep_step`` replayed from a CUDA graph captured once per batch size and options
+    (the many small launches of T + K steps cost more than their work at batch 128).
+    Returns None, and turns graphs off for the net with a warning, if capture fails."""
+    import warnings
+
+    graphs = net.__dict__.setdefault("_graphs", {})
+    params = [p for p in net.parameters()]
+    key = (x.shape[0], x.device, target.dtype, args, tuple(p.data_ptr() for p in params))
+    cap = graphs.get(key)
+    if cap is None:
+        if len(graphs) > 8:
+            graphs.clear()
+        try:
+            cap = graphs[key] = _capture(net, x, target, args, params)
+        except Exception as e:  # an optimisation: fall back to plain launches
+            warnings.warn(f"tritonep: CUDA graph capture of the conv ep_step failed ({type(e).__name__}: {e}); "
+                          "running without graphs", RuntimeWarning, stacklevel=3)
+            net.__dict__["_graph_off"] = True
+            return None
+    for p, g in zip(params, cap.grads):  # the graph adds into its own buffers: start them like .grad
+        if p.grad is None:
+            g.zero_()
+        elif p.grad is not g:
+            g.copy_(p.grad)
+        p.grad = g
+    cap.x.copy_(x)
+    cap.target.copy_(target)
+    cap.graph.replay()
+    return cap.loss.clone(), cap.out.clone(), cap.steps
+
+
+def _capture(net: ConvEPNet, x: Tensor, target: Tensor, args, params) -> _Captured:
+    sx, st = x.clone(), target.clone()
+    grads = [torch.zeros_like(p) for p in params]
+    saved = [p.grad for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # Triton JIT and cuDNN plans outside the capture
+            for _ in range(2):
+                net._ep_body(sx, st, *args)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss, out, steps = net._ep_body(sx, st, *args)
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+    return _Captured(graph, sx, st, loss, out, steps, grads)
+
+
 def _triton_runner(net: ConvEPNet, x: Tensor) -> "_Fused":
     """The net's fused runner for x's batch size, device and dtype (buffers reused across calls)."""
     from . import fused
@@ -817,4 +897,5 @@ def build_net(cfg: dict) -> ConvEPNet:
         cfg["conv"], input_shape=INPUT_SHAPES[cfg["dataset"]], feedback=cfg["feedback"], nudge=cfg["nudge"],
         activation=cfg["activation"], residual=cfg.get("residual"), alpha=cfg.get("alpha", 1.0),
         output=cfg["output"], T=cfg["T"], K=cfg["K"], rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"],
-        normalize=cfg["normalize"], input_norm=cfg.get("input_norm"), backend=cfg.get("backend", "auto"))
+        normalize=cfg["normalize"], input_norm=cfg.get("input_norm"), backend=cfg.get("backend", "auto"),
+        tol=cfg.get("tol"), check_every=cfg.get("check_every", 5), cuda_graph=cfg.get("cuda_graph", False))

@@ -36,6 +36,13 @@ BASE = dict(
     seed=0,
     limit_train=None,
     limit_test=None,
+    # conv nets (tritonep.conv): architecture string, input normalisation, training extras
+    conv=None,                    # e.g. "32c5-P2-64c5-P2-FC10"; None: a dense net of `hidden` widths
+    input_norm=None,              # None | "cifar10" (the paper's code: mean, 3x std)
+    augment=False,                # random crop (pad 4) + horizontal flip of training batches
+    schedule=None,                # None | "cosine" (per epoch, down to lr_min)
+    lr_min=0.0,
+    clip=None,                    # clip the global norm of .grad before each step
     device="auto",
     backend="auto",
     description="",
@@ -79,7 +86,49 @@ def _build() -> dict[str, dict]:
         if name.endswith("-asym"):
             p[f"{name}-fa"] = {**copy.deepcopy(p[name]), "method": "fa",
                                "description": p[name]["description"] + "; trained by feedback alignment"}
+    p.update(_conv_rows())
     return dict(sorted(p.items()))
+
+
+MNIST_CONV = "32c5-P2-64c5-P2-FC10"                   # the P-EP network, no padding
+CIFAR10_CONV = "32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10"
+CIFAR10_DEEPCONV = "128c3p1-P2-256c3p1-P2-512c3p1-P2-512c3p1-P2-FC10"  # after Laborieux et al. 2021
+
+
+def _conv_rows() -> dict[str, dict]:
+    """Conv nets (the paper's Algorithm S2; hard sigmoid, softmax readout, biases)."""
+    conv = dict(hidden=[], activation="hard_sigmoid", bias=True)
+    p: dict[str, dict] = {}
+    p["mnist-conv"] = _row(conv=MNIST_CONV, T=20, K=10, feedback=0.01, nudge=0.1, optimizer="sgd",
+                           lr=[0.15, 0.35, 0.9], weight_decay=1e-5, epochs=40, batch_size=128, **conv,
+                           description="Table 1 conv: 32c5-P2-64c5-P2-FC10, SGD per-layer lrs")
+    p["mnist-conv-bp"] = {**copy.deepcopy(p["mnist-conv"]), "method": "bp", "lr": [0.001, 0.02, 0.4],
+                          "description": "Table 1 conv, trained by BP (SGD lrs 0.001/0.02/0.4)"}
+    # P-EP (Ernoult et al. 2019): energy-based (feedback 1), output neurons with MSE cost, classic
+    # rule; T, K, beta and batch from the paper's Table 1 row; Adam lrs from Laborieux's public
+    # reproduction of that net (check/train_mnist_cnn.sh)
+    p["mnist-conv-pep"] = _row(conv=MNIST_CONV, output="neuron", feedback=1.0, nudge=0.4, rule="classic", T=200,
+                               K=10, optimizer="adam", lr=[5e-5, 1e-5, 8e-6], epochs=40, batch_size=20, **conv,
+                               description="Table 1 conv P-EP baseline (Ernoult et al. 2019): T=200 K=10 beta=0.4")
+    p["mnist-conv-adamw"] = _row(conv=MNIST_CONV, T=20, K=10, feedback=0.01, nudge=0.25, optimizer="adamw",
+                                 lr=2e-4, weight_decay=1e-6, epochs=40, batch_size=128, **conv,
+                                 description="Table 2 conv: 32c5-P2-64c5-P2-FC10 with AdamW")
+    p["mnist-conv-adamw-bp"] = {**copy.deepcopy(p["mnist-conv-adamw"]), "method": "bp",
+                                "description": "Table 2 conv, trained by BP"}
+    cifar = dict(dataset="cifar10", input_norm="cifar10", optimizer="adamw", lr=2.5e-4, weight_decay=2e-4,
+                 schedule="cosine", lr_min=1e-6, clip=5.0, epochs=50, batch_size=128, **conv)
+    p["cifar10-conv"] = _row(conv=CIFAR10_CONV, T=40, K=10, feedback=0.01, nudge=0.25, **cifar,
+                             description="Table 2 conv: 32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10, AdamW, cosine")
+    p["cifar10-conv-bp"] = {**copy.deepcopy(p["cifar10-conv"]), "method": "bp",
+                            "description": "Table 2 conv, trained by BP"}
+    # beyond the paper: a deep conv FRE-RNN with residual links between stages in both
+    # directions (1<->3, 2<->4); feedback 0.1 as the paper's deep FC rows
+    p["cifar10-deepconv"] = _row(conv=CIFAR10_DEEPCONV, residual=[[1, 3], [2, 4]], T=40, K=20, feedback=0.1,
+                                 nudge=0.25, **cifar,
+                                 description="beyond the paper: 128-256-512-512 conv, residual 1<->3 2<->4")
+    p["cifar10-deepconv-bp"] = {**copy.deepcopy(p["cifar10-deepconv"]), "method": "bp",
+                                "description": p["cifar10-deepconv"]["description"] + "; trained by BP"}
+    return p
 
 
 PRESETS = _build()

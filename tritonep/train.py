@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import conv as conv_mod
 from . import data as data_mod
 from . import distributed as dist_mod
 from . import presets
@@ -34,7 +35,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 # optional "dtype" config key (float32 when absent); float64 for exactness checks
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # keys that fix the architecture: a checkpoint resumes only into the same ones
-ARCH_KEYS = ("dataset", "hidden", "output", "feedback_weights", "residual", "agt", "bias", "activation", "seed")
+ARCH_KEYS = ("dataset", "hidden", "output", "feedback_weights", "residual", "agt", "bias", "activation", "seed",
+             "conv", "input_norm")
 
 
 def input_size(dataset: str) -> int:
@@ -42,7 +44,10 @@ def input_size(dataset: str) -> int:
 
 
 def build_net(cfg: dict) -> EPNet:
-    """The ``EPNet`` a config describes (hidden widths, 10 classes)."""
+    """The ``EPNet`` a config describes (hidden widths, 10 classes); a ``ConvEPNet``
+    where the config names a conv architecture (``cfg["conv"]``)."""
+    if cfg.get("conv"):
+        return conv_mod.build_net(cfg)
     sizes = [input_size(cfg["dataset"])] + list(cfg["hidden"]) + [10]
     return EPNet(sizes, feedback=cfg["feedback"], feedback_weights=cfg["feedback_weights"], nudge=cfg["nudge"],
                  activation=cfg["activation"], residual=cfg["residual"], agt=cfg["agt"], agt_seed=cfg["seed"],
@@ -125,6 +130,10 @@ def validate(cfg: dict) -> dict:
     for key in ("limit_train", "limit_test"):
         if cfg.get(key) is not None and cfg[key] < 1:
             raise ValueError(f"{key} must be a positive int, got {cfg[key]!r}")
+    if cfg.get("conv") and cfg["method"] == "fa":
+        raise ValueError("feedback alignment is not implemented for conv nets (method ep or bp)")
+    if cfg.get("schedule") not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {cfg['schedule']!r}")
     if cfg["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}")
     if cfg.get("dtype", "float32") not in DTYPES:
@@ -158,9 +167,24 @@ def count_correct(net: EPNet, x: torch.Tensor, y: torch.Tensor, method: str, bat
     feedforward net for BP/FA."""
     correct = 0
     for xb, yb in data_mod.Batches(x, y, batch_size, shuffle=False).epoch():
-        out = net(xb) if method == "ep" else feedforward(net, xb)
+        out = net(xb) if method == "ep" else _feedforward(net, xb)
         correct += int((out.argmax(1) == yb).sum())
     return correct
+
+
+def _feedforward(net, x: torch.Tensor, alignment: bool = False) -> torch.Tensor:
+    """The differentiable feedforward net (BP / FA) of a dense or conv net."""
+    if isinstance(net, conv_mod.ConvEPNet):
+        return conv_mod.feedforward(net, x)
+    return feedforward(net, x, alignment=alignment)
+
+
+def _lr_at(base: float, epoch: int, cfg: dict) -> float:
+    """The learning rate of an epoch: constant, or cosine from ``base`` down to ``lr_min``."""
+    if cfg.get("schedule") != "cosine":
+        return base
+    lo = float(cfg.get("lr_min", 0.0))
+    return lo + (base - lo) * 0.5 * (1.0 + float(np.cos(np.pi * epoch / cfg["epochs"])))
 
 
 def evaluate(net: EPNet, x: torch.Tensor, y: torch.Tensor, method: str, batch_size: int = 1000) -> float:
@@ -220,6 +244,7 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
 
     net = build_net(cfg).to(device=dev, dtype=dtype)
     opt = build_optimizer(net, cfg)
+    base_lrs = [g["lr"] for g in opt.param_groups]  # the schedule's start (a resumed optimizer holds the last)
     reduce_grads = None
     if dist is not None:
         dist_mod.broadcast_module(net, dist)
@@ -249,6 +274,8 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
 
     for epoch in range(start, cfg["epochs"]):
         net.train()
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = _lr_at(base, epoch, cfg)
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         steps = (batches.epoch(epoch) if dist is not None
@@ -259,10 +286,12 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             opt.zero_grad(set_to_none=True)
             b = xb.shape[0]
             if b:  # a rank's share of a short last batch can be empty: it then adds zeros
+                if cfg.get("augment"):  # random crop + flip, drawn from torch's RNG (checkpointed)
+                    xb = conv_mod.augment(xb.view(b, *conv_mod.INPUT_SHAPES[cfg["dataset"]])).flatten(1)
                 if cfg["method"] == "ep":
                     loss, logits = net.ep_step(xb, yb)
                 else:
-                    logits = feedforward(net, xb, alignment=cfg["method"] == "fa")
+                    logits = _feedforward(net, xb, alignment=cfg["method"] == "fa")
                     loss = net.loss(logits, net._check_target(yb, b))
                     loss.backward()
                 loss_sum += float(loss.detach()) * b
@@ -270,6 +299,8 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                 seen += b
             if reduce_grads is not None:
                 reduce_grads(b / b_global)  # this shard's mean, weighted by its share of the global batch
+            if cfg.get("clip"):
+                torch.nn.utils.clip_grad_norm_(net.parameters(), float(cfg["clip"]))
             opt.step()
             if seen:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
@@ -358,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--error", choices=("dynamic", "frozen"), help="recompute the output error every nudged step "
                    "(dynamic, Algorithm 1) or keep its free-phase value (frozen, the authors' code)")
     t.add_argument("--normalize", action="store_true", default=None, help="scale updates to gradient size")
+    t.add_argument("--augment", action="store_true", default=None, help="random crop + flip (conv presets)")
     t.add_argument("--seed", type=int)
     t.add_argument("--dtype", choices=tuple(DTYPES), help="floating point type of weights and states (float32)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -389,7 +421,7 @@ def _parser() -> argparse.ArgumentParser:
 def _list_presets() -> str:
     rows = []
     for name, c in presets.PRESETS.items():
-        arch = "-".join(str(v) for v in [input_size(c["dataset"])] + c["hidden"] + [10])
+        arch = c.get("conv") or "-".join(str(v) for v in [input_size(c["dataset"])] + c["hidden"] + [10])
         extra = [c["feedback_weights"]] + ([f"res{c['residual']}"] if c["residual"] else []) + (
             [f"agt{c['agt']}"] if c["agt"] else [])
         rows.append(f"{name:24s} {c['method']:3s} {arch:28s} T={c['T']:<4d} K={c['K']:<4d} fb={c['feedback']!s:5s} "
@@ -422,8 +454,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     cfg["preset"] = args.preset
     for key in ("epochs", "batch_size", "hidden", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
-                "normalize", "seed", "dtype", "device", "backend", "precision", "tol", "check_every", "limit_train",
-                "limit_test"):
+                "normalize", "augment", "seed", "dtype", "device", "backend", "precision", "tol", "check_every",
+                "limit_train", "limit_test"):
         v = getattr(args, key)
         if v is not None:
             cfg[key] = v
