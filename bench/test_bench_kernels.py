@@ -111,8 +111,8 @@ def bench(benchmark, fn, **info):
 def test_ep_step(benchmark, name, backend):
     if skip_reason(backend):
         pytest.skip(skip_reason(backend))
-    if backend == "compile" and name == "10hl-64-res" and not DRY:
-        pytest.skip("150 unrolled steps: compile time dominates")
+    if backend == "compile" and name != "2hl-512-K10" and not DRY:
+        pytest.skip("compile time (minutes for unrolled phases) would dominate the GPU check: headline net only")
     sizes, opts, batch, T, K = NETS[name]
     net, x, y = build(sizes, opts, batch, T, K, backend)
     bench(benchmark, ep_callable(net, x, y, backend), case="ep_step", net=name, backend=backend, batch=batch,
