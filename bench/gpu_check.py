@@ -86,7 +86,7 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
     rows = bench_table(out / "bench.json")
     torch_ep = pick(rows, case="ep_step", net="2hl-512-K10", backend="torch")
     speedups = {b: ratio(torch_ep, pick(rows, case="ep_step", net="2hl-512-K10", backend=b))
-                for b in ("compile", "triton", "triton-graph")}
+                for b in ("compile", "triton", "triton-graph", "triton-persistent")}
     best = max((v for v in speedups.values() if v is not None), default=None)
     cublas = pick(rows, case="cublas_tf32", net="2hl-512-K10")
     relax_frac = {b: ratio(cublas, pick(rows, case="relax_step", net="2hl-512-K10", backend=b))

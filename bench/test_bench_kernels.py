@@ -5,7 +5,8 @@ update, one ``ep_step``, and a BP step of the same net in the same harness.
 
 Backends: ``torch`` (the reference, eager), ``compile`` (``torch.compile`` of the
 reference phases), ``triton`` (the kernels, one launch per step) and
-``triton-graph`` (the whole ``ep_step`` replayed as one CUDA graph). The Triton
+``triton-graph`` (the whole ``ep_step`` replayed as one CUDA graph) and
+``triton-persistent`` (one launch per phase, in a CUDA graph). The Triton
 cases need CUDA (the CPU interpreter is for correctness, not speed); ``compile``
 runs on CUDA, or on CPU with TRITONEP_BENCH_COMPILE=1. The batch/width scaling
 sweep runs on CUDA, or on CPU with TRITONEP_BENCH_ALL=1.
@@ -29,7 +30,7 @@ NETS = {  # name: (sizes, options, batch, T, K)
     "3hl-512": ([784, 512, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 18, 10),
     "10hl-64-res": ([784] + [64] * 10 + [10], dict(feedback=0.1, nudge=0.1, residual=3), 500, 100, 50),
 }
-BACKENDS = ["torch", "compile", "triton", "triton-graph"]
+BACKENDS = ["torch", "compile", "triton", "triton-graph", "triton-persistent"]
 SCALING = [(b, 512) for b in (64, 256, 1024, 4096)] + [(500, w) for w in (256, 1024, 2048, 4096)]
 # dry run (bench/gpu_check.py --dry-run): tiny nets, Triton cases in the CPU interpreter,
 # to exercise every code path without a GPU; the numbers mean nothing
@@ -56,7 +57,8 @@ def sync():
 
 def build(sizes, opts, batch, T, K, backend):
     b = "torch" if backend in ("torch", "compile") else "triton"
-    net = EPNet(sizes, T=T, K=K, backend=b, cuda_graph=backend == "triton-graph", **opts).to(DEVICE)
+    net = EPNet(sizes, T=T, K=K, backend=b, cuda_graph=backend in ("triton-graph", "triton-persistent"),
+                persistent=backend == "triton-persistent", **opts).to(DEVICE)
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.rand(batch, sizes[0], device=DEVICE, generator=g)
     y = torch.randint(0, sizes[-1], (batch,), device=DEVICE, generator=g)

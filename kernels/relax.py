@@ -103,17 +103,16 @@ def _softmax_error(S, stride_s, col, n_top, Wf, stride_wf, Bf, Y, stride_y, rb, 
 
 
 @triton.jit
-def _relax_step_kernel(
-    S_in, S_out, Drive, W, Bias,            # frames (B, N); drive (B, n_1); packed weights; packed biases
-    tiles, layers, terms, scales,           # int32 tables and fp32 link scales
-    Y, Wf, Bf, Mf, E, Delta,                # nudge operands; per-tile squared state change (n_tiles, B)
+def _step_tile(
+    S_in, S_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, Delta,
     B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-    ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, SKIP_TERMS: tl.constexpr,
-    TRACK: tl.constexpr, W_BF16: tl.constexpr, PRECISION: tl.constexpr,
+    pid_b, pid_t, skip_terms,
+    ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, TRACK: tl.constexpr,
+    W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_t = tl.program_id(1)
+    """New states of one (BLOCK_B, BLOCK_N) tile: rows of batch tile ``pid_b``,
+    units of output tile ``pid_t`` (whose layer the tile table names)."""
     layer = tl.load(tiles + 2 * pid_t)
     n0 = tl.load(tiles + 2 * pid_t + 1)
     lrow = layers + 6 * layer  # LAYER_FIELDS
@@ -132,7 +131,9 @@ def _relax_step_kernel(
     m2 = mb[:, None] & mn[None, :]
 
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    if not SKIP_TERMS:  # the first free step starts from zero states: only drives count
+    if skip_terms:  # the first free step starts from zero states: only drives count
+        pass
+    else:
         for t in range(t_begin, t_end):
             trow = terms + 5 * t  # TERM_FIELDS
             src_col = tl.load(trow)
@@ -181,12 +182,64 @@ def _relax_step_kernel(
     new = _activate(acc, ACT)
     tl.store(S_out + rb[:, None] * stride_s + col + rn[None, :], new, mask=m2)
     if TRACK:
-        if SKIP_TERMS:
+        if skip_terms:
             old = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
         else:
             old = tl.load(S_in + rb[:, None] * stride_s + col + rn[None, :], mask=m2, other=0.0)
         d = tl.where(m2, new - old, 0.0)
         tl.store(Delta + pid_t * B + rb, tl.sum(d * d, axis=1), mask=mb)
+
+
+@triton.jit
+def _relax_step_kernel(
+    S_in, S_out, Drive, W, Bias,            # frames (B, N); drive (B, n_1); packed weights; packed biases
+    tiles, layers, terms, scales,           # int32 tables and fp32 link scales
+    Y, Wf, Bf, Mf, E, Delta,                # nudge operands; per-tile squared state change (n_tiles, B)
+    B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+    ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, SKIP_TERMS: tl.constexpr,
+    TRACK: tl.constexpr, W_BF16: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    _step_tile(S_in, S_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, Delta,
+               B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+               tl.program_id(0), tl.program_id(1), SKIP_TERMS,
+               ACT, NUDGE, HAS_BF, TRACK, W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+
+
+@triton.jit
+def _relax_persistent_kernel(
+    S_start, S_a, S_b, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E,
+    B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+    steps, n_tiles,
+    ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, FROM_ZERO: tl.constexpr,
+    W_BF16: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """A whole phase in one launch: each program owns BLOCK_B samples and runs every
+    step and every output tile for them. Samples are independent and the weights are
+    read-only, so programs never wait on each other; within a program a barrier
+    orders one step's writes before the next step's reads. Step t reads S_start (t = 0),
+    else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t)."""
+    pid_b = tl.program_id(0)
+    for t in range(0, steps):
+        skip = FROM_ZERO and t == 0
+        for i in range(0, n_tiles):
+            if t == 0:
+                _step_tile(S_start, S_a, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                           pid_b, i, skip, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+            elif t % 2 == 1:
+                _step_tile(S_a, S_b, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                           pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+            else:
+                _step_tile(S_b, S_a, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                           pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+        tl.debug_barrier()
 
 
 @triton.jit
@@ -246,6 +299,40 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, scales
         BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
     )
     return s_out
+
+
+def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, scales, steps: int, *,
+                activation: str, from_zero: bool = False, nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0,
+                target=None, W_f=None, b_f=None, M_f=None, error=None, precision: str = "ieee",
+                block_b: int = 32, block_n: int = 64, block_k: int = 32, num_warps: int = 4):
+    """``steps`` synchronous steps in ONE launch (the persistent kernel): each program
+    runs every step for its ``block_b`` samples. Arguments as ``relax_step``;
+    ``frames``: two (B, N) frames written alternately (step 0 into ``frames[0]``);
+    ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame."""
+    s_a, s_b = frames
+    B = s_a.shape[0]
+    C = W_f.shape[0] if W_f is not None else (target.shape[1] if target is not None else 1)
+    dummy = s_a
+    _relax_persistent_kernel[(triton.cdiv(B, block_b),)](
+        s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else dummy,
+        tiles, layers, terms, scales,
+        target if target is not None else dummy,
+        W_f if W_f is not None else dummy,
+        b_f if b_f is not None else dummy,
+        M_f if M_f is not None else dummy,
+        error if error is not None else dummy,
+        B, s_a.stride(0), drive.stride(0),
+        target.stride(0) if target is not None else 0,
+        W_f.stride(0) if W_f is not None else 0,
+        M_f.stride(0) if M_f is not None else 0,
+        M_f.stride(1) if M_f is not None else 0,
+        error.stride(0) if error is not None else 0,
+        C, top, float(beta), steps, tiles.shape[0],
+        ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
+        W_BF16=weights.dtype == _int16(), PRECISION=precision,
+        BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
+    )
+    return s_a if (steps - 1) % 2 == 0 else s_b
 
 
 def readout(frame, col: int, n_top: int, W_f, b_f, target, logits, error, *, precision: str = "ieee",

@@ -325,3 +325,25 @@ def test_cli_trains_on_the_triton_backend_like_the_reference(tmp_path, data_dir)
     for ea, eb in zip(a["epochs"], b["epochs"]):
         assert eb["train_loss"] == pytest.approx(ea["train_loss"], rel=1e-4)
         assert abs(eb["test_acc"] - ea["test_acc"]) <= 0.5  # at most one of 200 images flips
+
+
+@pytest.mark.parametrize("name,opts", [("residual", dict(nudging="symmetric")), ("pep", dict(error="frozen")),
+                                       ("chain-bias-random", {})])
+def test_persistent_kernel_agrees(name, opts):
+    """One launch per phase (each program runs every step for its rows) computes
+    what one launch per step computes, tile for tile; 16-row tiles so several
+    programs share the batch."""
+    blocks = fused.Blocks(relax_b=16, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
+    ref_net, step_net = pair(name, **opts)
+    pers = make(name, persistent=True, **opts)
+    pers.load_state_dict(ref_net.state_dict())
+    for net in (step_net, pers):
+        plan = fused.Plan(net, torch.device(DEVICE), blocks)
+        net.__dict__["_plans"] = {(torch.device(DEVICE), tuple(id(p) for p in net.parameters())): plan}
+    x, y = batch(ref_net)
+    for net in (ref_net, step_net, pers):
+        net.ep_step(x, y, T=4, K=3)
+    for p, q, r in zip(pers.parameters(), step_net.parameters(), ref_net.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-9)
+        assert rel(p.grad, r.grad) < 5e-5
+    torch.testing.assert_close(pers(x, T=5), step_net(x, T=5), rtol=1e-6, atol=1e-7)

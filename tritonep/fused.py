@@ -274,6 +274,13 @@ def _phase(net, plan: Plan, frames, start: Optional[Tensor], drive, w, b, steps:
     Returns (final frame, steps run)."""
     relax_k, _ = kernels()
     bl = plan.blocks
+    if net.persistent and tol is None:  # the whole phase in one launch
+        frame = relax_k.relax_phase(
+            start, frames, drive, w, b, plan.tiles, plan.layers, plan.terms, plan.scales, steps,
+            activation=net.activation, from_zero=start is None, nudge=nudge, top=plan.top, beta=beta, target=target,
+            W_f=W_f, b_f=b_f, M_f=M_f, error=error, precision=precision, block_b=bl.relax_b, block_n=bl.relax_n,
+            block_k=bl.relax_k, num_warps=bl.num_warps)
+        return frame, steps
     cur = start
     for t in range(steps):
         out = frames[t % 2]

@@ -108,6 +108,9 @@ class EPNet(nn.Module):
             (default), ``"tf32"``, or ``"bf16"`` (fp32 accumulation in every case).
         cuda_graph: on CUDA, replay each ``ep_step`` as one captured CUDA graph
             (Triton backend, without ``tol``).
+        persistent: Triton backend: run each phase as ONE launch of the persistent
+            kernel (each program runs every step for its samples) instead of one
+            launch per step. Experimental: checked in the interpreter, not yet on a GPU.
         tol: stop a phase early once every sample's state change over a step is
             below ``tol`` (checked every ``check_every`` steps); None runs T and K
             steps. ``net.last_steps`` reports the steps run.
@@ -137,6 +140,7 @@ class EPNet(nn.Module):
         backend: str = "auto",
         precision: str = "ieee",
         cuda_graph: bool = True,
+        persistent: bool = False,
         tol: Optional[float] = None,
         check_every: int = 5,
     ):
@@ -175,6 +179,7 @@ class EPNet(nn.Module):
         self.backend = _choice("backend", backend, BACKENDS)
         self.precision = _choice("precision", precision, PRECISIONS)
         self.cuda_graph = bool(cuda_graph)
+        self.persistent = bool(persistent)
         self.tol = None if tol is None else _positive_float("tol", tol)
         self.check_every = _positive_int("check_every", check_every)
         self.last_steps: Optional[dict] = None  # {"free": t, "nudged": [k, ...]} of the last call
