@@ -441,12 +441,15 @@ def test_preset_on_the_wrong_data_is_a_clear_error(mnist):
 
 @pytest.mark.slow
 def test_mnist_conv_learns_real_digits(mnist, tmp_path):
-    """The mnist-conv preset (SGD lrs 0.15/0.35/0.9, feedback 0.01, beta_f 0.1, hard
-    sigmoid) on a narrower 16c5-P2-32c5-P2 net, T=10 K=5, batch 32, 2000 training
-    images, 1 epoch. Measured: 83.5 % on the first 1000 test images (the readout alone,
-    conv lrs 0, reaches 59.4 %: the conv layers learn by EP). Asserted with a margin."""
-    cfg = presets.get("mnist-conv")
-    cfg.update(conv="16c5-P2-32c5-P2-FC10", T=10, K=5, batch_size=32, epochs=1, limit_train=2000, limit_test=1000)
+    """The mnist-conv-adamw preset's FRE settings (feedback 0.01, beta_f 0.25, hard
+    sigmoid, AdamW) on a narrower 16c5-P2-32c5-P2 net, T=10 K=5, lr 2e-3, batch 32,
+    2000 training images, 1 epoch. Measured on the first 1000 test images: 83.3 %,
+    82.8 %, 86.5 % (seeds 0, 1, 2); the readout alone (conv lrs 0) reaches 58.2 %, so
+    the conv layers learn by EP. (The paper's SGD lrs are noisier at this batch size:
+    83.5 / 79.5 / 66.3 %.) Asserted with a margin under the lowest seed."""
+    cfg = presets.get("mnist-conv-adamw")
+    cfg.update(conv="16c5-P2-32c5-P2-FC10", T=10, K=5, lr=2e-3, batch_size=32, epochs=1, limit_train=2000,
+               limit_test=1000)
     out = tmp_path / "run.json"
     res = train.run(cfg, out=out, dataset=mnist, progress=False)
     saved = json.loads(out.read_text())
@@ -465,7 +468,8 @@ def test_conv_bp_and_deepconv_smoke_with_resume(mnist, data_dir, tmp_path):
 
     bp = presets.get("mnist-conv-bp")
     bp.update(conv="16c5-P2-32c5-P2-FC10", batch_size=16, epochs=2, limit_train=2000, limit_test=1000)
-    assert train.run(bp, dataset=mnist, progress=False)["best_test_acc"] >= 80.0  # measured 88.5 %
+    # measured (best of 2 epochs, seeds 0, 1, 2): 88.5 %, 88.1 %, 90.3 %
+    assert train.run(bp, dataset=mnist, progress=False)["best_test_acc"] >= 83.0
     cifar = data.load("cifar10", data_dir, download=False)
     cfg = presets.get("cifar10-deepconv")
     cfg.update(conv="4c3p1-P2-4c3p1-P2-8c3p1-P2-8c3p1-P2-FC10", T=4, K=2, batch_size=16, epochs=2, limit_train=48,
