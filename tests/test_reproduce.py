@@ -16,9 +16,7 @@ def test_rows_map_to_presets_and_carry_the_papers_numbers():
     assert reproduce.ROWS["mnist-2hl"].paper.time == "0:01:16"
     for row in t1 + t2:
         assert row.paper is not None and 0 < row.paper.std < row.paper.test <= 100
-        if row.preset is None:
-            assert "conv" in row.key and "not yet implemented" in row.note
-            continue
+        assert row.preset is not None, row.key  # every row of both tables runs, conv rows included
         cfg = reproduce.row_config(row, 0, {})
         assert cfg["dataset"] == row.dataset
         train.build_optimizer(train.build_net(cfg), cfg)  # the overrides fit the preset
@@ -57,7 +55,7 @@ def _table(md: str) -> dict[str, dict[str, str]]:
 
 def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     out = tmp_path / "rq"
-    args = ["reproduce", "mnist-2hl-bp", "mnist-5hl", "mnist-conv", "--quick", "--data-dir", str(data_dir),
+    args = ["reproduce", "mnist-2hl-bp", "mnist-5hl", "mnist-conv-bp", "--quick", "--data-dir", str(data_dir),
             "--no-download", "--out", str(out), "--name", "smoke"]
     assert train.main(args) == 0
     printed = capsys.readouterr().out
@@ -65,11 +63,11 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     assert printed.strip() == md.strip()
     summary = json.loads((out / "smoke.json").read_text())
     table = _table(md)
-    assert list(table) == ["mnist-2hl-bp", "mnist-conv", "mnist-5hl"]  # Table 1's rows, then Table 2's
+    assert list(table) == ["mnist-2hl-bp", "mnist-conv-bp", "mnist-5hl"]  # Table 1's rows, then Table 2's
     assert all(list(cells) == list(reproduce.COLUMNS) for cells in table.values())
     assert "**Not the paper's budget**" in md and "tritonep reproduce mnist-2hl-bp mnist-5hl" in md
 
-    for key in ("mnist-2hl-bp", "mnist-5hl"):
+    for key in ("mnist-2hl-bp", "mnist-conv-bp", "mnist-5hl"):
         runs = [json.loads((out / key / f"seed{s}.json").read_text()) for s in (0, 1)]
         assert [r["config"]["seed"] for r in runs] == [0, 1]
         assert all(r["finished"] and len(r["epochs"]) == 1 and (r["train_size"], r["test_size"]) == (1000, 500)
@@ -94,10 +92,9 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     assert table["mnist-2hl-bp"]["Our setting"] == "1/500-1/1" and table["mnist-2hl-bp"]["Paper setting"] == (
         "50/500-1/1")
     assert table["mnist-5hl"]["Our setting"] == "1/500-50/25"
-    conv = table["mnist-conv"]
-    assert conv["Paper test % (train)"] == "99.14 ± 0.02 (99.78)" and "not yet implemented" in conv["Notes"]
-    assert conv["Paper time"] == "0:12:28" and conv["Seeds"] == "—"
-    assert conv["Ours best test %"] == "—"
+    conv = table["mnist-conv-bp"]
+    assert conv["Paper test % (train)"] == "98.93 ± 0.18 (99.43)" and conv["Paper time"] == "0:01:01"
+    assert conv["Our setting"] == "1/128-1/1"
 
     # --resume-existing reuses finished runs (same numbers, nothing retrained) ...
     assert train.main(args + ["--resume-existing"]) == 0
