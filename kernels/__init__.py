@@ -4,6 +4,8 @@
   incoming links, bias, nudge and activation fused), and the softmax readout.
 - ``update``: every trained link's contrastive update (and bias) in one launch,
   written into ``.grad``.
+- ``conv``: the fused epilogue of a conv state layer (bias, feedback, unpooled
+  nudge, activation, max-pooling with indices) in one pass.
 
 ``tritonep.reference`` is the specification they match; ``tritonep.fused`` builds
 their tables and launches them. Set ``TRITON_INTERPRET=1`` before importing them

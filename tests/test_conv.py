@@ -482,3 +482,20 @@ def test_conv_bp_and_deepconv_smoke_with_resume(mnist, data_dir, tmp_path):
     for (n, p), q in zip(full["net"].state_dict().items(), resumed["net"].state_dict().values()):
         assert torch.equal(p, q), n
     assert "skips.1_3.weight" in full["net"].state_dict()
+
+
+def test_one_api_for_conv_stacks():
+    """EPSequential with conv layers builds a ConvEPNet; tritonep's baselines take it."""
+    import tritonep
+    from tritonep import conv
+
+    net = tritonep.EPSequential(tritonep.Conv(1, 4, 5, pool=2), tritonep.Conv(4, 6, 3, pool=2), 10,
+                                input_shape=(1, 13, 13), feedback=0.05)
+    assert isinstance(net, tritonep.ConvEPNet)
+    x, y = torch.rand(5, 1, 13, 13), torch.randint(0, 10, (5,))
+    got, want = tritonep.bp_gradients(net, x, y), conv.bp_gradients(net, x, y)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    torch.testing.assert_close(tritonep.feedforward(net, x), conv.feedforward(net, x))
+    with pytest.raises(ValueError, match="feedback alignment is implemented for dense nets only"):
+        tritonep.bp_gradients(net, x, y, alignment=True)
+    assert type(tritonep.EPSequential(tritonep.Dense(6, 5), tritonep.Dense(5, 3))) is tritonep.EPSequential

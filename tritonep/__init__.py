@@ -6,12 +6,13 @@ pure-PyTorch reference path and Triton kernels.
     optimizer.step()
 """
 from .baselines import bp_gradients, bptt_gradients, feedforward
+from .conv import Conv, ConvEPNet
 from .net import Dense, EPNet, EPSequential
 from .topology import Link, Topology
 
 __version__ = "0.1.0"
 
-__all__ = ["EPNet", "EPSequential", "Dense", "Link", "Topology", "bp_gradients", "bptt_gradients",
+__all__ = ["EPNet", "EPSequential", "Dense", "ConvEPNet", "Conv", "Link", "Topology", "bp_gradients", "bptt_gradients",
            "feedforward", "data", "__version__"]
 
 

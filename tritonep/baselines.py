@@ -45,13 +45,28 @@ def _fa_matrix(net: EPNet, link) -> Tensor:
     return net.matrix(back[0].weight).t()
 
 
+def _conv_module(net, alignment: bool = False):
+    """``tritonep.conv`` when ``net`` is a ``ConvEPNet`` (its baselines live there), else None."""
+    from . import conv
+
+    if not isinstance(net, conv.ConvEPNet):
+        return None
+    if alignment:
+        raise ValueError("feedback alignment is implemented for dense nets only, not for a ConvEPNet")
+    return conv
+
+
 def feedforward(net: EPNet, x: Tensor, *, alignment: bool = False) -> Tensor:
     """The net with its feedback removed, evaluated layer by layer with autograd.
 
     s_l = rho(sum of forward links into l + b_l) in layer order, then the readout.
     x: (B, n_in). Returns logits (B, C) (P-EP nets: output rates).
     alignment: backward through fixed random matrices (feedback alignment).
+    A ``ConvEPNet`` goes to ``tritonep.conv.feedforward``.
     """
+    conv = _conv_module(net, alignment)
+    if conv is not None:
+        return conv.feedforward(net, x)
     x = net._check_input(x)
     s: list[Optional[Tensor]] = [x] + [None] * net.n_state
     for l in range(1, net.n_state + 1):
@@ -83,6 +98,9 @@ def bp_gradients(net: EPNet, x: Tensor, y: Tensor, *, alignment: bool = False) -
     """BP's gradients of the feedforward net's mean cost, keyed like
     ``net.named_parameters()``. x: (B, n_in); y: (B,) labels or (B, C) targets.
     ``alignment=True`` gives feedback alignment's updates instead."""
+    conv = _conv_module(net, alignment)
+    if conv is not None:
+        return conv.bp_gradients(net, x, y)
     with torch.enable_grad():
         out = feedforward(net, x, alignment=alignment)
         return _grads(net, net.loss(out, net._check_target(y, out.shape[0])))
@@ -95,6 +113,9 @@ def bptt_gradients(net: EPNet, x: Tensor, y: Tensor, T: Optional[int] = None) ->
     With converged dynamics this is the gradient EP estimates (Ernoult et al. 2019).
     x: (B, n_in); y: (B,) labels or (B, C) targets.
     """
+    conv = _conv_module(net)
+    if conv is not None:
+        return conv.bptt_gradients(net, x, y, T)
     x = net._check_input(x)
     T = net.T if T is None else T
     with torch.enable_grad():

@@ -475,8 +475,19 @@ class EPSequential(EPNet):
     >>> net = EPSequential(Dense(784, 512), Dense(512, 512), Dense(512, 10), feedback=0.01, nudge=0.1)
 
     Takes ``tritonep.Dense`` or ``nn.Linear`` layers (an ``nn.Linear``'s weights are
-    kept); every keyword of ``EPNet`` applies.
+    kept); every keyword of ``EPNet`` applies. A stack with conv layers
+    (``tritonep.Conv`` or ``nn.Conv2d``) builds a ``tritonep.ConvEPNet`` instead
+    (give ``input_shape=(C, H, W)``):
+
+    >>> net = EPSequential(Conv(1, 32, 5, pool=2), Conv(32, 64, 5, pool=2), 10, input_shape=(1, 28, 28))
     """
+
+    def __new__(cls, *layers, **options):
+        if any(isinstance(layer, nn.Conv2d) for layer in layers):
+            from .conv import ConvEPNet
+
+            return ConvEPNet(list(layers), **options)
+        return super().__new__(cls)
 
     def __init__(self, *layers: nn.Module, **options):
         super().__init__(list(layers), **options)
