@@ -9,7 +9,8 @@ step is recorded and the rest still run. The summary
 (``gpu-check-DATE-GPU.json``) has the keys the kernels issue asks for: gpu,
 torch, triton, commit, date, ep_step_speedup_vs_torch, ep_bp_epoch_ratio,
 mnist_2hl_50ep_seconds, best_test_acc, the targets and whether each was reached,
-and the full benchmark table.
+the full benchmark table, and the conv steps (conv kernel tests, conv benchmarks,
+``cifar10-conv`` for 50 epochs; ``--skip-conv`` leaves them out).
 """
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
         "best_test_acc": train.get("best_test_acc") if train else None,
         "steps": steps,
         "benchmarks": rows,
+        "conv_benchmarks": bench_table(out / "bench-conv.json"),
+        "cifar10_conv": _run_summary(out / "cifar10-conv.json"),
     }
     reached = {}
     for key, (op, bound) in TARGETS.items():
@@ -118,9 +121,18 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
     return summary
 
 
+def _run_summary(path: Path):
+    """Epochs done, training seconds and accuracies of a results JSON, or None."""
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    return {"epochs": len(r["epochs"]), "train_seconds": r.get("train_seconds"),
+            "best_test_acc": r.get("best_test_acc"), "finished": r.get("finished")}
+
+
 def markdown(summary: dict) -> str:
     lines = ["| case | net | backend | batch | median ms | TFLOP/s |", "|---|---|---|---|---|---|"]
-    for r in summary["benchmarks"]:
+    for r in summary["benchmarks"] + summary["conv_benchmarks"]:
         tf = f"{r['tflops']:.1f}" if r.get("tflops") else ""
         lines.append(f"| {r['case']} | {r['net']} | {r['backend']} | {r['batch']} | {1e3 * r['median_s']:.3f} | {tf} |")
     lines += ["", "| target | value | reached |", "|---|---|---|"]
@@ -136,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dry-run", action="store_true", help="run every step on CPU, shrunk (kernels in the interpreter)")
+    ap.add_argument("--skip-conv", action="store_true", help="skip the conv steps (tests, benchmarks, cifar10-conv)")
+    ap.add_argument("--conv-epochs", type=int, default=50, help="epochs of the cifar10-conv run (the issue: 50)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +193,24 @@ def main(argv=None) -> int:
                  "--out", str(out / "mnist-2hl.json")]
         train += ["--limit-train", "1000", "--limit-test", "500"] if args.dry_run else []
         steps["train"] = run_step("train", train, out, 300, env)
+    if not args.skip_conv:
+        conv_tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conv.py", "-k",
+                      "epilogue or backends_agree or cuda_graph or triton_path"]
+        steps["conv_tests"] = run_step("conv_tests", conv_tests, out, 180, env)
+        conv_bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_conv.py", "-k",
+                      "not compile", f"--benchmark-json={out / 'bench-conv.json'}"]
+        conv_bench += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.000001", "--benchmark-warmup=off"] \
+            if args.dry_run else ["--benchmark-min-rounds=3", "--benchmark-max-time=0.25"]
+        steps["conv_bench"] = run_step("conv_bench", conv_bench, out, 240, env)
+        if data is not None and (Path(data) / "cifar10_jpeg_lossy.npz").is_file():
+            dev, backend = ("cpu", "torch") if args.dry_run else ("cuda", "triton")
+            conv = [py, "-m", "tritonep", "train", "cifar10-conv", "--epochs",
+                    str(1 if args.dry_run else args.conv_epochs), "--backend", backend, "--device", dev,
+                    "--data-dir", data, "--no-download", "--quiet", "--out", str(out / "cifar10-conv.json")]
+            conv += ["--limit-train", "256", "--limit-test", "256"] if args.dry_run else []
+            steps["cifar10_conv"] = run_step("cifar10_conv", conv, out, 420, env)
+        else:
+            steps["cifar10_conv"] = {"rc": "skipped", "tail": "cifar10_jpeg_lossy.npz not found beside mnist.npz"}
     summary = summarize(out, info, steps)
     name = f"gpu-check-{info['date']}-{re.sub(r'[^A-Za-z0-9]+', '-', gpu).strip('-').lower()}.json"
     (out / name).write_text(json.dumps(summary, indent=2) + "\n")
