@@ -197,8 +197,9 @@ def relax_until(
         prev = cur
         cur = step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
         if tol is not None and (t + 1) % check_every == 0:
-            change = sum(((c - p) ** 2).sum(1) for c, p in zip(cur[1:], prev[1:]))
-            if change.max().item() < tol * tol:
+            # per-sample norm over all layers; vector_norm reads the difference once
+            change = torch.stack([torch.linalg.vector_norm(c - p, dim=1) for c, p in zip(cur[1:], prev[1:])])
+            if torch.linalg.vector_norm(change, dim=0).max().item() < tol:
                 return cur, t + 1
     return cur, steps
 
