@@ -309,6 +309,11 @@ class ConvEPNet(nn.Module):
             self.input_mean = self.input_std = None
         self._incoming = [self.topology.incoming(l) for l in range(self.n_state + 1)]
 
+    def __getstate__(self):  # deepcopy/pickle: leave the per-device caches behind
+        from . import fused
+
+        return fused.getstate(self)
+
     @classmethod
     def from_arch(cls, spec: str, *, input_shape: Sequence[int], classes: Optional[int] = None, **options):
         """Build from an architecture string, e.g. ``"32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10"``

@@ -32,6 +32,18 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+CACHES = ("_plans", "_graphs", "_graph_off", "_runners")  # per-device state the Triton paths keep on a net
+
+
+def getstate(module) -> dict:
+    """A module's ``__dict__`` without the Triton paths' caches (tables, buffers,
+    CUDA graphs, which cannot be copied): what ``copy.deepcopy`` and pickling keep."""
+    state = {k: v for k, v in module.__dict__.items() if k not in CACHES}
+    if "_work" in state:
+        state["_work"] = {}
+    return state
+
+
 def available() -> bool:
     """Whether the triton package can be imported here."""
     import importlib.util

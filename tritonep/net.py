@@ -203,6 +203,9 @@ class EPNet(nn.Module):
             self.fixed.register_buffer("B_out", nn.init.xavier_uniform_(torch.empty(widths[-2], widths[-1])))
         self._work: dict = {}
 
+    def __getstate__(self):  # deepcopy/pickle: leave the per-device caches behind
+        return fused.getstate(self)
+
     # ------------------------------------------------------------------ structure
     @property
     def n_state(self) -> int:
