@@ -19,7 +19,9 @@ each program also writes its tile's per-sample squared state change, which the
 convergence check sums.
 
 The readout kernel (logits and error of the softmax output) shares the
-softmax-error code with the nudge of the step kernel.
+softmax-error code with the nudge of the step kernel. The persistent kernel runs
+a whole phase in one launch: each program loops over every step and every output
+tile for its rows of the batch.
 """
 from __future__ import annotations
 
@@ -31,8 +33,6 @@ ACTIVATION_CODES = {"tanh": 0, "hard_sigmoid": 1, "pep_sigmoid": 2}
 # a given (B, C) error projected through M_f (frozen softmax); P-EP's beta (y - s_top)
 # recomputed (dynamic); a given (B, n_top) error added as is (frozen P-EP)
 NUDGE_NONE, NUDGE_SOFTMAX, NUDGE_SOFTMAX_GIVEN, NUDGE_NEURON, NUDGE_NEURON_GIVEN = range(5)
-PRECISIONS = ("ieee", "tf32", "bf16")
-
 LAYER_FIELDS = 6  # col, n, first term, end term, bias offset (-1: none), has drive
 TERM_FIELDS = 5  # source col, n_src, weight offset, stride over source units, stride over dest units
 

@@ -19,7 +19,7 @@ from .topology import FEEDBACK_WEIGHTS, Link, Topology, layered
 OUTPUTS = ("softmax", "neuron")
 ERRORS = ("dynamic", "frozen")
 BACKENDS = ("auto", "torch", "triton")
-PRECISIONS = ("ieee", "tf32", "bf16")
+PRECISIONS = fused.PRECISIONS
 
 
 class Dense(nn.Module):
