@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from summarize import bench_table, markdown as bench_markdown  # noqa: E402  (bench/ is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {  # the kernels issue's targets on an H100
     "ep_step_speedup_vs_torch": (">=", 5.0),
@@ -55,21 +57,6 @@ def run_step(name: str, cmd: list[str], out: Path, timeout: int, env: dict) -> d
     tail = "\n".join(text.strip().splitlines()[-3:])
     print(f"   rc={rc} in {seconds:.1f} s\n   {tail}", flush=True)
     return {"command": " ".join(cmd), "rc": rc, "seconds": round(seconds, 2), "tail": tail}
-
-
-def bench_table(path: Path) -> list[dict]:
-    """pytest-benchmark JSON -> rows of (case, net, backend, batch, mean/median/min seconds)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for b in json.loads(path.read_text())["benchmarks"]:
-        info, st = b.get("extra_info", {}), b["stats"]
-        row = {"name": b["name"], **{k: info.get(k) for k in ("case", "net", "backend", "batch", "T", "K", "width")},
-               "mean_s": st["mean"], "median_s": st["median"], "min_s": st["min"], "rounds": st["rounds"]}
-        if info.get("flops"):
-            row["tflops"] = info["flops"] / st["median"] / 1e12
-        rows.append(row)
-    return rows
 
 
 def pick(rows, **match) -> float | None:
@@ -131,10 +118,7 @@ def _run_summary(path: Path):
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| case | net | backend | batch | median ms | TFLOP/s |", "|---|---|---|---|---|---|"]
-    for r in summary["benchmarks"] + summary["conv_benchmarks"]:
-        tf = f"{r['tflops']:.1f}" if r.get("tflops") else ""
-        lines.append(f"| {r['case']} | {r['net']} | {r['backend']} | {r['batch']} | {1e3 * r['median_s']:.3f} | {tf} |")
+    lines = [bench_markdown(summary["benchmarks"] + summary["conv_benchmarks"])]
     lines += ["", "| target | value | reached |", "|---|---|---|"]
     for k, t in summary["targets"].items():
         v = t["value"]

@@ -11,7 +11,7 @@ cases need CUDA (the CPU interpreter is for correctness, not speed); ``compile``
 runs on CUDA, or on CPU with TRITONEP_BENCH_COMPILE=1. The batch/width scaling
 sweep runs on CUDA, or on CPU with TRITONEP_BENCH_ALL=1.
 Each case records its network, batch, T, K and backend in ``extra_info``;
-``bench/summarize.py`` turns the JSON into a table of ratios.
+``python bench/summarize.py OUT.json`` turns the JSON into a table of ratios.
 """
 import os
 
@@ -225,3 +225,45 @@ def test_ep_step_scaling(benchmark, batch, width, backend):
     net, x, y = build(sizes, dict(feedback=0.01, nudge=0.1), batch, 10, 10, backend)
     bench(benchmark, ep_callable(net, x, y, backend), case="ep_step_scaling", net=f"2hl-{width}",
           backend=backend, batch=batch, width=width, T=10, K=10)
+
+
+# ----------------------------------------------------------------------------- one epoch of MNIST
+def _mnist(n):
+    from pathlib import Path
+
+    from tritonep import data
+
+    for d in (os.environ.get("TRITONEP_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"):
+        if d and (Path(d) / "mnist.npz").is_file():
+            ds = data.load("mnist", d, download=False)
+            return data.to_float(ds.x_train[:n], device=DEVICE), ds.y_train[:n].to(DEVICE)
+    pytest.skip("MNIST not found: set TRITONEP_DATA")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton-graph", "bp"])
+def test_epoch(benchmark, backend):
+    """One epoch of MNIST (2HL-512, batch 500, T=10, K=10, Adam): EP on each backend, and BP."""
+    if skip_reason(backend):
+        pytest.skip(skip_reason(backend))
+    if not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_ALL") != "1":
+        pytest.skip("a CPU epoch takes seconds per round: set TRITONEP_BENCH_ALL=1 (or use bench/epoch.py)")
+    from tritonep import data
+
+    sizes, opts, batch, T, K = NETS["2hl-512-K10"]
+    x, y = _mnist(2 * batch if DRY else None)
+    x = x[:, :sizes[0]]
+    net, _, _ = build(sizes, opts, batch, T, K, "torch" if backend == "bp" else backend)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    batches = data.Batches(x, y, batch, seed=0)
+
+    def epoch():
+        for xb, yb in batches.epoch(0):
+            opt.zero_grad()
+            if backend == "bp":
+                net.loss(feedforward(net, xb), torch.nn.functional.one_hot(yb, 10).float()).backward()
+            else:
+                net.ep_step(xb, yb)
+            opt.step()
+
+    bench(benchmark, epoch, case="epoch", net="2hl-512-K10", backend=backend, batch=batch, T=T, K=K,
+          batches=len(batches))
