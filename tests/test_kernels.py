@@ -370,3 +370,27 @@ def test_deepcopy_and_pickle_leave_the_caches_behind():
         net.ep_step(x, y)
         for p, q in zip(b.parameters(), net.parameters()):
             torch.testing.assert_close(q.grad, p.grad)
+
+
+def test_auto_backend_falls_back_when_the_first_triton_call_fails(monkeypatch):
+    """backend='auto' on a GPU where a kernel fails on first use: a warning, then the
+    reference path (same grads as backend='torch'); backend='triton' raises."""
+    a, b = pair("chain")
+    x, y = batch(a)
+    a.ep_step(x, y)
+    b.backend = "auto"
+    monkeypatch.setattr(type(b), "backend_for", lambda self, x: "torch" if self.__dict__.get("_triton_off")
+                        else "triton")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX compile failed (simulated)")
+
+    monkeypatch.setattr(fused, "ep_step", broken)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        b.ep_step(x, y)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q.grad, p.grad)
+    c = make("chain")  # explicit backend="triton": the error propagates
+    monkeypatch.setattr(type(c), "backend_for", lambda self, x: "triton")
+    with pytest.raises(RuntimeError, match="simulated"):
+        c.ep_step(x, y)

@@ -32,7 +32,7 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-CACHES = ("_plans", "_graphs", "_graph_off", "_runners")  # per-device state the Triton paths keep on a net
+CACHES = ("_plans", "_graphs", "_graph_off", "_runners", "_triton_ok", "_triton_off")  # per-device state the Triton paths keep on a net
 
 
 def getstate(module) -> dict:
