@@ -499,3 +499,27 @@ def test_one_api_for_conv_stacks():
     with pytest.raises(ValueError, match="feedback alignment is implemented for dense nets only"):
         tritonep.bp_gradients(net, x, y, alignment=True)
     assert type(tritonep.EPSequential(tritonep.Dense(6, 5), tritonep.Dense(5, 3))) is tritonep.EPSequential
+
+
+def test_auto_conv_net_falls_back_when_the_first_triton_call_fails(monkeypatch):
+    """backend='auto' on a GPU where the conv kernels fail on first use: a warning, then
+    the reference (same grads as backend='torch')."""
+    from tritonep import ConvEPNet, conv
+
+    torch.manual_seed(0)
+    a = ConvEPNet.from_arch("4c3-P2-6c3-P2-FC10", input_shape=(1, 13, 13), backend="torch")
+    b = ConvEPNet.from_arch("4c3-P2-6c3-P2-FC10", input_shape=(1, 13, 13), backend="auto")
+    b.load_state_dict(a.state_dict())
+    x, y = torch.rand(5, 1, 13, 13), torch.randint(0, 10, (5,))
+    a.ep_step(x, y)
+    monkeypatch.setattr(conv.ConvEPNet, "backend_for",
+                        lambda self, x: "torch" if self.__dict__.get("_triton_off") else "triton")
+
+    def broken(net, x):
+        raise RuntimeError("PTX compile failed (simulated)")
+
+    monkeypatch.setattr(conv, "_triton_runner", broken)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        b.ep_step(x, y)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(q.grad, p.grad)

@@ -502,6 +502,8 @@ class ConvEPNet(nn.Module):
         if self.backend == "triton":
             fused.check_device(x)
             return "triton"
+        if self.__dict__.get("_triton_off") or self.tol is not None:  # the Triton conv path has no early stop
+            return "torch"
         return "triton" if x.is_cuda and x.dtype == torch.float32 and fused.available() else "torch"
 
     @torch.no_grad()
@@ -511,10 +513,16 @@ class ConvEPNet(nn.Module):
         x = self._check_input(x)
         T = self.T if T is None else _positive_int("T", T)
         tol = self.tol if tol is None else _positive_float("tol", tol)
+        from . import fused
+
+        done = None
         if self.backend_for(x) == "triton":
-            states, t = _triton_runner(self, x).free(x, T)
-        else:
-            states, t = self._relax(self.zero_states(x), self.drives(x), T, tol=tol, from_zero=True)
+            if tol is not None and self.backend == "triton":
+                raise ValueError("tol (early stopping) is not supported on the conv Triton path; use backend='torch'")
+            if tol is None:
+                done = fused.first_use_guard(self, lambda: _triton_runner(self, x).free(x, T))
+        states, t = done if done is not None else self._relax(self.zero_states(x), self.drives(x), T, tol=tol,
+                                                               from_zero=True)
         self.last_steps = {"free": t, "nudged": []}
         return states
 
@@ -562,14 +570,21 @@ class ConvEPNet(nn.Module):
                 loss, out, (t_free, steps) = done
                 self.last_steps = {"free": t_free, "nudged": steps}
                 return loss, out
-        loss, out, (t_free, steps) = self._ep_body(x, target, *args)
+        from . import fused
+
+        done = None
+        if self.backend_for(x) == "triton" and (tol is None or self.backend == "triton"):
+            done = fused.first_use_guard(self, self._ep_body, x, target, *args)
+        if done is None:  # the reference (or an auto net whose Triton path failed on first use)
+            done = self._ep_body(x, target, *args, backend="torch")
+        loss, out, (t_free, steps) = done
         self.last_steps = {"free": t_free, "nudged": steps}
         return loss, out
 
-    def _ep_body(self, x, target, T, K, rule, nudging, sign, frozen, normalize, tol):
+    def _ep_body(self, x, target, T, K, rule, nudging, sign, frozen, normalize, tol, backend=None):
         """Phases, rules and readout gradient of ``ep_step`` (arguments validated; no host
         sync without ``tol``, so a CUDA graph can capture it). Returns (loss, logits, steps)."""
-        if self.backend_for(x) == "triton":
+        if (backend or self.backend_for(x)) == "triton":
             if tol is not None:
                 raise ValueError("tol (early stopping) is not supported on the conv Triton path; use backend='torch'")
             run = _triton_runner(self, x)

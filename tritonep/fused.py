@@ -44,6 +44,26 @@ def getstate(module) -> dict:
     return state
 
 
+def first_use_guard(net, fn, *args, **kwargs):
+    """Run a Triton-path call for ``net``. With ``backend="auto"``, a failure of the
+    very first call on this net (a kernel that does not compile on this GPU or Triton
+    version) turns the net to the reference path (``net._triton_off``), with a
+    warning, and returns None; later failures, or any with ``backend="triton"``,
+    propagate."""
+    try:
+        out = fn(*args, **kwargs)
+    except Exception as e:
+        if net.backend != "auto" or net.__dict__.get("_triton_ok"):
+            raise
+        warnings.warn(f"tritonep: the Triton path failed on first use ({type(e).__name__}: {e}); this net runs "
+                      "on the PyTorch reference from now on (backend='triton' shows the error)", RuntimeWarning,
+                      stacklevel=3)
+        net.__dict__["_triton_off"] = True
+        return None
+    net.__dict__["_triton_ok"] = True
+    return out
+
+
 def available() -> bool:
     """Whether the triton package can be imported here."""
     import importlib.util

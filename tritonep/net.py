@@ -7,7 +7,6 @@ The maths lives in ``tritonep.reference``; which layers connect lives in
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -320,24 +319,6 @@ class EPNet(nn.Module):
             return "torch"
         return "triton" if x.is_cuda and x.dtype == torch.float32 and fused.available() else "torch"
 
-    def _triton(self, fn, *args, **kwargs):
-        """Run a Triton-path call. With ``backend="auto"``, a failure of the very first
-        call on this net (a kernel that does not compile on this GPU or Triton
-        version) turns the net to the reference path, with a warning, and returns
-        None; later failures, or any with ``backend="triton"``, propagate."""
-        try:
-            out = fn(*args, **kwargs)
-        except Exception as e:
-            if self.backend != "auto" or self.__dict__.get("_triton_ok"):
-                raise
-            warnings.warn(f"tritonep: the Triton path failed on first use ({type(e).__name__}: {e}); this net "
-                          "runs on the PyTorch reference from now on (backend='triton' to see the error)",
-                          RuntimeWarning, stacklevel=3)
-            self.__dict__["_triton_off"] = True
-            return None
-        self.__dict__["_triton_ok"] = True
-        return out
-
     @torch.no_grad()
     def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None) -> list[Tensor]:
         """Free phase: T steps from zero with the input clamped.
@@ -351,7 +332,7 @@ class EPNet(nn.Module):
         tol = self.tol if tol is None else _positive_float("tol", tol)
         done = None
         if self.backend_for(x) == "triton":
-            done = self._triton(fused.relax, self, x, T, precision=self.precision, tol=tol,
+            done = fused.first_use_guard(self, fused.relax, self, x, T, precision=self.precision, tol=tol,
                                 check_every=self.check_every)
         states, t = done if done is not None else self._free(x, self.drives(x), self.terms(), T, tol)
         self.last_steps = {"free": t, "nudged": []}
@@ -425,7 +406,7 @@ class EPNet(nn.Module):
         normalize = self.normalize if normalize is None else bool(normalize)
         tol = self.tol if tol is None else _positive_float("tol", tol)
         if self.backend_for(x) == "triton":
-            done = self._triton(fused.ep_step, self, x, target, T=T, K=K, rule=rule, nudging=nudging, frozen=frozen,
+            done = fused.first_use_guard(self, fused.ep_step, self, x, target, T=T, K=K, rule=rule, nudging=nudging, frozen=frozen,
                                 normalize=normalize, precision=self.precision, tol=tol, check_every=self.check_every,
                                 graph=self.cuda_graph)
             if done is not None:
