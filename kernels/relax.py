@@ -275,24 +275,11 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, scales
     delta: (n_tiles, B) fp32 to receive per-tile squared state changes, or None.
     """
     B = s_in.shape[0]
-    dummy = s_in
-    C = W_f.shape[0] if W_f is not None else (target.shape[1] if target is not None else 1)
+    nudge_ptrs, nudge_strides, C = _nudge_args(s_in, target, W_f, b_f, M_f, error)
     grid = (triton.cdiv(B, block_b), tiles.shape[0])
     _relax_step_kernel[grid](
-        s_in, s_out, drive, weights, biases if biases is not None else dummy,
-        tiles, layers, terms, scales,
-        target if target is not None else dummy,
-        W_f if W_f is not None else dummy,
-        b_f if b_f is not None else dummy,
-        M_f if M_f is not None else dummy,
-        error if error is not None else dummy,
-        delta if delta is not None else dummy,
-        B, s_in.stride(0), drive.stride(0),
-        target.stride(0) if target is not None else 0,
-        W_f.stride(0) if W_f is not None else 0,
-        M_f.stride(0) if M_f is not None else 0,
-        M_f.stride(1) if M_f is not None else 0,
-        error.stride(0) if error is not None else 0,
+        s_in, s_out, drive, weights, biases if biases is not None else s_in, tiles, layers, terms, scales,
+        *nudge_ptrs, delta if delta is not None else s_in, B, s_in.stride(0), drive.stride(0), *nudge_strides,
         C, top, float(beta),
         ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, SKIP_TERMS=skip_terms,
         TRACK=delta is not None, W_BF16=weights.dtype == _int16(), PRECISION=precision,
@@ -311,22 +298,10 @@ def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, s
     ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame."""
     s_a, s_b = frames
     B = s_a.shape[0]
-    C = W_f.shape[0] if W_f is not None else (target.shape[1] if target is not None else 1)
-    dummy = s_a
+    nudge_ptrs, nudge_strides, C = _nudge_args(s_a, target, W_f, b_f, M_f, error)
     _relax_persistent_kernel[(triton.cdiv(B, block_b),)](
-        s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else dummy,
-        tiles, layers, terms, scales,
-        target if target is not None else dummy,
-        W_f if W_f is not None else dummy,
-        b_f if b_f is not None else dummy,
-        M_f if M_f is not None else dummy,
-        error if error is not None else dummy,
-        B, s_a.stride(0), drive.stride(0),
-        target.stride(0) if target is not None else 0,
-        W_f.stride(0) if W_f is not None else 0,
-        M_f.stride(0) if M_f is not None else 0,
-        M_f.stride(1) if M_f is not None else 0,
-        error.stride(0) if error is not None else 0,
+        s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else s_a,
+        tiles, layers, terms, scales, *nudge_ptrs, B, s_a.stride(0), drive.stride(0), *nudge_strides,
         C, top, float(beta), steps, tiles.shape[0],
         ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
         W_BF16=weights.dtype == _int16(), PRECISION=precision,
@@ -351,6 +326,18 @@ def readout(frame, col: int, n_top: int, W_f, b_f, target, logits, error, *, pre
         BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
     )
     return logits, error
+
+
+def _nudge_args(dummy, target, W_f, b_f, M_f, error):
+    """The nudge operands as both step kernels take them: pointers (Y, Wf, Bf, Mf, E),
+    ``dummy`` standing in for absent tensors (never read); strides (y, wf, mfc, mfn,
+    e); and C, the number of classes."""
+    C = W_f.shape[0] if W_f is not None else (target.shape[1] if target is not None else 1)
+    ptrs = tuple(t if t is not None else dummy for t in (target, W_f, b_f, M_f, error))
+    strides = (target.stride(0) if target is not None else 0, W_f.stride(0) if W_f is not None else 0,
+               M_f.stride(0) if M_f is not None else 0, M_f.stride(1) if M_f is not None else 0,
+               error.stride(0) if error is not None else 0)
+    return ptrs, strides, C
 
 
 def _block_c(C: int) -> int:

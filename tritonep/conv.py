@@ -488,23 +488,16 @@ class ConvEPNet(nn.Module):
             prev = cur
             cur = self.step(cur, drives, nudge=nudge, skip_terms=from_zero and t == 0)
             if tol is not None and (t + 1) % self.check_every == 0:
-                change = sum(((c - p) ** 2).flatten(1).sum(1) for c, p in zip(cur[1:], prev[1:]))
-                if change.max().item() < tol * tol:
+                if ref.largest_change(cur, prev) < tol:
                     return cur, t + 1
         return cur, steps
 
     def backend_for(self, x: Tensor) -> str:
-        """The backend that runs for input ``x``: ``"triton"`` or ``"torch"``."""
+        """The backend that runs for input ``x``: ``"triton"`` or ``"torch"`` (``auto``
+        with ``tol`` set: the reference, as the Triton conv path has no early stop)."""
         from . import fused
 
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "triton":
-            fused.check_device(x)
-            return "triton"
-        if self.__dict__.get("_triton_off") or self.tol is not None:  # the Triton conv path has no early stop
-            return "torch"
-        return "triton" if x.is_cuda and x.dtype == torch.float32 and fused.available() else "torch"
+        return fused.resolve_backend(self, x, reference_only=self.tol is not None)
 
     @torch.no_grad()
     def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None) -> list[Tensor]:

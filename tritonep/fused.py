@@ -44,6 +44,21 @@ def getstate(module) -> dict:
     return state
 
 
+def resolve_backend(net, x: Tensor, reference_only: bool = False) -> str:
+    """Which backend runs ``net`` (an ``EPNet`` or ``ConvEPNet``) on input ``x``:
+    ``"torch"``, or ``"triton"`` where asked (after ``check_device``) or where ``auto``
+    finds a CUDA float32 input and triton installed, unless ``reference_only`` or the
+    net's Triton path failed on first use (``first_use_guard``)."""
+    if net.backend == "torch":
+        return "torch"
+    if net.backend == "triton":
+        check_device(x)
+        return "triton"
+    if reference_only or net.__dict__.get("_triton_off"):
+        return "torch"
+    return "triton" if x.is_cuda and x.dtype == torch.float32 and available() else "torch"
+
+
 def first_use_guard(net, fn, *args, **kwargs):
     """Run a Triton-path call for ``net``. With ``backend="auto"``, a failure of the
     very first call on this net (a kernel that does not compile on this GPU or Triton

@@ -310,14 +310,7 @@ class EPNet(nn.Module):
 
     def backend_for(self, x: Tensor) -> str:
         """The backend that runs for input ``x``: ``"triton"`` or ``"torch"``."""
-        if self.backend == "torch":
-            return "torch"
-        if self.backend == "triton":
-            fused.check_device(x)
-            return "triton"
-        if self.__dict__.get("_triton_off"):
-            return "torch"
-        return "triton" if x.is_cuda and x.dtype == torch.float32 and fused.available() else "torch"
+        return fused.resolve_backend(self, x)
 
     @torch.no_grad()
     def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None) -> list[Tensor]:

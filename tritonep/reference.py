@@ -173,6 +173,15 @@ def relax(
     return relax_until(states, drives, terms, act, steps, nudge=nudge, buffers=buffers, from_zero=from_zero)[0]
 
 
+def largest_change(cur: Sequence[Tensor], prev: Sequence[Tensor]) -> float:
+    """``max_b sqrt(sum_l ||cur_l[b] - prev_l[b]||^2)`` over the state layers (index 0,
+    the input, skipped): the largest per-sample state change of one step. Layers may
+    be (B, n) or (B, C, H, W). One host sync."""
+    # vector_norm reads each difference once
+    per_layer = torch.stack([torch.linalg.vector_norm((c - p).flatten(1), dim=1) for c, p in zip(cur[1:], prev[1:])])
+    return torch.linalg.vector_norm(per_layer, dim=0).max().item()
+
+
 def relax_until(
     states: Sequence[Optional[Tensor]],
     drives: Sequence[Optional[Tensor]],
@@ -197,9 +206,7 @@ def relax_until(
         prev = cur
         cur = step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
         if tol is not None and (t + 1) % check_every == 0:
-            # per-sample norm over all layers; vector_norm reads the difference once
-            change = torch.stack([torch.linalg.vector_norm(c - p, dim=1) for c, p in zip(cur[1:], prev[1:])])
-            if torch.linalg.vector_norm(change, dim=0).max().item() < tol:
+            if largest_change(cur, prev) < tol:
                 return cur, t + 1
     return cur, steps
 
