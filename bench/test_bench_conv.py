@@ -20,13 +20,12 @@ import os
 
 import pytest
 import torch
+from harness import CUDA, DEVICE, bench  # bench/harness.py
 
 from tritonep import fused
 from tritonep.conv import ConvEPNet, feedforward
 from tritonep.presets import CIFAR10_CONV, CIFAR10_DEEPCONV, MNIST_CONV
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 DRY = os.environ.get("TRITONEP_BENCH_DRY") == "1"
 ALL = os.environ.get("TRITONEP_BENCH_ALL") == "1"
 NETS = {  # name: (arch, input shape, options, batch, T, K)
@@ -53,10 +52,6 @@ def skip_reason(backend: str, name: str):
         return "big conv nets on CPU: set TRITONEP_BENCH_ALL=1"
     return None
 
-
-def sync():
-    if CUDA:
-        torch.cuda.synchronize()
 
 
 def build(name, backend):
@@ -99,17 +94,6 @@ def ep_callable(net, x, y, backend):
         return run
     return lambda: (net.zero_grad(set_to_none=False), net.ep_step(x, y))
 
-
-def bench(benchmark, fn, **info):
-    fn()  # compile / warm up (cuDNN autotuning, Triton JIT) outside the timing
-    sync()
-    benchmark.extra_info.update(device=DEVICE, **info)
-
-    def timed():
-        fn()
-        sync()
-
-    benchmark(timed)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,13 +17,12 @@ import os
 
 import pytest
 import torch
+from harness import CUDA, DEVICE, bench  # bench/harness.py
 
 from tritonep import EPNet, fused
 from tritonep import reference as ref
 from tritonep.baselines import feedforward
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 NETS = {  # name: (sizes, options, batch, T, K)
     "2hl-512-K10": ([784, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 10, 10),
     "2hl-512-K5": ([784, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 10, 5),
@@ -49,10 +48,6 @@ def skip_reason(backend: str, scaling: bool = False):
         return "scaling sweep on CPU: set TRITONEP_BENCH_ALL=1"
     return None
 
-
-def sync():
-    if CUDA:
-        torch.cuda.synchronize()
 
 
 def build(sizes, opts, batch, T, K, backend):
@@ -94,17 +89,6 @@ def ep_callable(net, x, y, backend):
         return run
     return lambda: net.ep_step(x, y)
 
-
-def bench(benchmark, fn, **info):
-    fn()  # compile / capture / warm up outside the timing
-    sync()
-    benchmark.extra_info.update(device=DEVICE, **info)
-
-    def timed():
-        fn()
-        sync()
-
-    benchmark(timed)
 
 
 # ----------------------------------------------------------------------------- ep_step
