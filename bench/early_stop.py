@@ -8,17 +8,18 @@ steps each phase ran, the test accuracy after each epoch and the wall time.
         --out bench/results/early-stop-cpu-DATE.json
 """
 import argparse
-import datetime
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness  # bench/harness.py
 import torch
 
 from tritonep import data, presets
-from tritonep.train import build_net, build_optimizer, device_name, evaluate, resolve_device, versions
+from tritonep.build import build_net, build_optimizer
+from tritonep.runinfo import resolve_device
+from tritonep.train import evaluate
 
 
 def train(cfg, tol, check_every, x, y, x_test, y_test, epochs):
@@ -110,14 +111,12 @@ def main():
         for name, h in runs.items()
     }
     result = {
-        "date": datetime.date.today().isoformat(),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "device": device_name(dev), "versions": versions(), "preset": args.preset,
+        **harness.provenance(dev), "preset": args.preset,
         "T": cfg["T"], "K": cfg["K"], "check_every": args.check_every, "epochs": args.epochs,
         "train_size": x.shape[0], "summary": summary, "ep_step_timing": timing, "runs": runs,
         "command": "python bench/early_stop.py " + " ".join(sys.argv[1:]),
     }
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))  # the whole result (every run) goes to the file
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

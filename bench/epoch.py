@@ -10,18 +10,14 @@ back to back at these shapes: what an EP epoch would cost if everything else
 were free.
 """
 import argparse
-import datetime
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+import harness  # bench/harness.py
 import torch
 
 from tritonep import EPNet, data
 from tritonep.baselines import feedforward
-from tritonep.train import device_name, versions
 
 
 def sync():
@@ -107,15 +103,11 @@ def main():
     a, W = torch.rand(500, 512, device=dev), torch.rand(512, 512, device=dev)
     t = timed(lambda: [a @ W for _ in range(50)], repeat=3) / 50
     result = {
-        "date": datetime.date.today().isoformat(),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "device": device_name(dev), "versions": versions(), "backend": args.backend,
+        **harness.provenance(dev), "backend": args.backend,
         "gemm_500x512x512_gflops": 2 * 500 * 512 * 512 / t / 1e9,
         "batches_per_epoch": n, "results": rows, "command": "python bench/epoch.py " + " ".join(sys.argv[1:]),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    harness.report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     print(json.dumps(info), flush=True)
     data = find_data(args.data_dir)
     steps = {}
-    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_kernels.py"]
+    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_dense_triton.py"]
     steps["kernel_tests"] = run_step("kernel_tests", tests + (["-k", "backends_agree and chain"] if args.dry_run else []),
                                      out, 240, env)
     bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_kernels.py",
@@ -191,8 +191,7 @@ def main(argv=None) -> int:
         train += ["--limit-train", "1000", "--limit-test", "500"] if args.dry_run else []
         steps["train"] = run_step("train", train, out, 300, env)
     if not args.skip_conv:
-        conv_tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conv.py", "-k",
-                      "epilogue or backends_agree or cuda_graph or triton_path"]
+        conv_tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conv_triton.py"]
         steps["conv_tests"] = run_step("conv_tests", conv_tests, out, 180, env)
         conv_bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_conv.py", "-k",
                       "not compile", f"--benchmark-json={out / 'bench-conv.json'}"]

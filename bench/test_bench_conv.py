@@ -20,10 +20,10 @@ import os
 
 import pytest
 import torch
-from harness import CUDA, DEVICE, bench  # bench/harness.py
+import harness  # bench/harness.py
+from harness import CUDA, DEVICE, bench, ep_callable
 
-from tritonep import fused
-from tritonep.conv import ConvEPNet, feedforward
+from tritonep import ConvEPNet, feedforward
 from tritonep.presets import CIFAR10_CONV, CIFAR10_DEEPCONV, MNIST_CONV
 
 DRY = os.environ.get("TRITONEP_BENCH_DRY") == "1"
@@ -41,20 +41,20 @@ if DRY:  # same layouts, a few channels, 3 steps each
 BACKENDS = ["torch", "compile", "triton", "triton-graph"]
 
 
-def skip_reason(backend: str, name: str):
+def require(backend: str, name: str) -> None:
+    """Skip a case this machine cannot time meaningfully (``harness.require``, CUDA
+    graphs without CUDA, and the big nets on CPU unless TRITONEP_BENCH_ALL=1)."""
     if backend == "triton-graph" and not CUDA:
-        return "CUDA graphs need CUDA"
-    if backend == "triton" and not CUDA and not (DRY and fused.interpreting()):
-        return "Triton timings need CUDA (the interpreter is for correctness)"
-    if backend == "compile" and not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_COMPILE") != "1":
-        return "torch.compile on CPU: set TRITONEP_BENCH_COMPILE=1"
+        pytest.skip("CUDA graphs need CUDA")
+    harness.require(backend, DRY)
     if not CUDA and not DRY and not ALL and name != "mnist-conv":
-        return "big conv nets on CPU: set TRITONEP_BENCH_ALL=1"
-    return None
+        pytest.skip("big conv nets on CPU: set TRITONEP_BENCH_ALL=1")
 
 
 
 def build(name, backend):
+    """(net, x, y) of a named case, skipped where it cannot be timed here."""
+    require(backend, name)
     arch, shape, opts, batch, T, K = NETS[name]
     b = "triton" if backend.startswith("triton") else "torch"
     net = ConvEPNet.from_arch(arch, input_shape=shape, T=T, K=K, backend=b, cuda_graph=backend == "triton-graph",
@@ -65,45 +65,18 @@ def build(name, backend):
     return net, x, y
 
 
-def compiled_ep_step(net):
-    """The reference EP step (positive nudge, FRE rule) as one function for
-    ``torch.compile``: out-of-place phases, returns each trained link's update."""
-    links = net.topology.trained_links()
-
-    def step(x, target):
-        drives = net.drives(x)
-        free, _ = net._relax(net.zero_states(x), drives, net.T, from_zero=True)
-        nudged, _ = net._relax(free, drives, net.K, nudge=net.make_nudge(free, target, net.nudge, False))
-        sent = [o for o, _ in net.pooled_states(free)]
-        return [net.link_correlation(k.weight, sent[k.src], nudged[k.dst] - free[k.dst]) for k in links]
-
-    return torch.compile(step)
-
-
-def ep_callable(net, x, y, backend):
-    if backend == "compile":
-        fn = compiled_ep_step(net)
-        xn = net._check_input(x)
-        target = torch.nn.functional.one_hot(y, net.num_classes).float()
-        links = net.topology.trained_links()
-
-        def run():
-            with torch.no_grad():
-                for k, g in zip(links, fn(xn, target)):
-                    net.matrix(k.weight).grad = g
-        return run
-    return lambda: (net.zero_grad(set_to_none=False), net.ep_step(x, y))
-
+def contrast(eng, k, nudged, free):
+    """A conv link's FRE update: the correlation of O_pre^0 with s_post^beta - s_post^0."""
+    sent = eng.pooled_states(free)[k.src][0]
+    return eng.link_correlation(k.weight, sent, nudged[k.dst] - free[k.dst])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(NETS))
 def test_conv_ep_step(benchmark, name, backend):
-    if skip_reason(backend, name):
-        pytest.skip(skip_reason(backend, name))
     net, x, y = build(name, backend)
     _, _, _, batch, T, K = NETS[name]
-    bench(benchmark, ep_callable(net, x, y, backend), case="conv_ep_step", net=name, backend=backend, batch=batch,
+    bench(benchmark, ep_callable(net, x, y, backend, contrast), case="conv_ep_step", net=name, backend=backend, batch=batch,
           T=T, K=K)
 
 
@@ -111,29 +84,23 @@ def test_conv_ep_step(benchmark, name, backend):
 @pytest.mark.parametrize("name", list(NETS))
 def test_conv_relax_step(benchmark, name, backend):
     """One synchronous step of every layer (free phase), from relaxed states."""
-    if skip_reason(backend, name):
-        pytest.skip(skip_reason(backend, name))
     net, x, y = build(name, backend)
     with torch.no_grad():
-        xn = net._check_input(x)
+        xn = net.check_input(x)
         if backend == "torch":
             states = [s.clone() for s in net.relax(x, T=2)]
             drives = net.drives(xn)
             fn = lambda: net.step(states, drives)  # noqa: E731
         else:
-            from tritonep.conv import _triton_runner
-
-            run = _triton_runner(net, xn)
-            run.free(xn, 2)
-            cur, nxt = run.free_frame, run.frame("bench")
-            fn = lambda: run.step(cur, nxt, xn, run.drive)  # noqa: E731
+            eng = net.triton_engine(xn)
+            eng.free(xn, 2)
+            cur, nxt = eng.free_frame, eng.frames.get("bench")
+            fn = lambda: eng.fused_step(cur, nxt, xn, eng.drive)  # noqa: E731
     bench(benchmark, torch.no_grad()(fn), case="conv_relax_step", net=name, backend=backend, batch=x.shape[0])
 
 
 @pytest.mark.parametrize("name", list(NETS))
 def test_conv_bp_step(benchmark, name):
-    if skip_reason("torch", name):
-        pytest.skip(skip_reason("torch", name))
     net, x, y = build(name, "torch")
 
     def step():

@@ -17,9 +17,10 @@ import os
 
 import pytest
 import torch
-from harness import CUDA, DEVICE, bench  # bench/harness.py
+import harness  # bench/harness.py
+from harness import CUDA, DEVICE, bench, ep_callable
 
-from tritonep import EPNet, fused
+from tritonep import EPNet, rules
 from tritonep import reference as ref
 from tritonep.baselines import feedforward
 
@@ -39,15 +40,20 @@ if DRY:
     SCALING = [(19, 24), (33, 40)]
 
 
-def skip_reason(backend: str, scaling: bool = False):
-    if backend.startswith("triton") and not CUDA and not (DRY and fused.interpreting()):
-        return "Triton timings need CUDA (the interpreter is for correctness)"
-    if backend == "compile" and not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_COMPILE") != "1":
-        return "torch.compile on CPU: set TRITONEP_BENCH_COMPILE=1"
+def require(backend: str, scaling: bool = False) -> None:
+    """Skip a case this machine cannot time meaningfully (``harness.require``, and the
+    scaling sweep on CPU unless TRITONEP_BENCH_ALL=1)."""
+    harness.require(backend, DRY)
     if scaling and not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_ALL") != "1":
-        return "scaling sweep on CPU: set TRITONEP_BENCH_ALL=1"
-    return None
+        pytest.skip("scaling sweep on CPU: set TRITONEP_BENCH_ALL=1")
 
+
+
+def case(name: str, backend: str):
+    """(net, x, y, batch) of a named case, skipped where it cannot be timed here."""
+    require(backend)
+    sizes, opts, batch, T, K = NETS[name]
+    return (*build(sizes, opts, batch, T, K, backend), batch)
 
 
 def build(sizes, opts, batch, T, K, backend):
@@ -60,48 +66,21 @@ def build(sizes, opts, batch, T, K, backend):
     return net, x, y
 
 
-def compiled_ep_step(net):
-    """The reference EP step (positive nudge, FRE rule) as one function for
-    ``torch.compile``: out-of-place phases, returns each trained link's update."""
-    links = net.topology.trained_links()
-
-    def step(x, target):
-        drives, terms = net.drives(x), net.terms()
-        free = ref.relax(net.zero_states(x), drives, terms, net.activation, net.T, from_zero=True)
-        W_f, b_f, M_f = net.readout_matrices()
-        nudge = ref.SoftmaxNudge(W_f, b_f, M_f, target, net.nudge)
-        nudged = ref.relax(free, drives, terms, net.activation, net.K, nudge=nudge)
-        return [(nudged[k.dst] - free[k.dst]).t() @ free[k.src] for k in links]
-
-    return torch.compile(step)
-
-
-def ep_callable(net, x, y, backend):
-    if backend == "compile":
-        fn = compiled_ep_step(net)
-        target = torch.nn.functional.one_hot(y, net.num_classes).float()
-        links = net.topology.trained_links()
-
-        def run():
-            with torch.no_grad():
-                for k, g in zip(links, fn(x, target)):
-                    net.matrix(k.weight).grad = g
-        return run
-    return lambda: net.ep_step(x, y)
-
+def contrast(eng, k, nudged, free):
+    """A dense link's FRE update (s_post^beta - s_post^0)^T s_pre^0."""
+    return (nudged[k.dst] - free[k.dst]).t() @ free[k.src]
 
 
 # ----------------------------------------------------------------------------- ep_step
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(NETS))
 def test_ep_step(benchmark, name, backend):
-    if skip_reason(backend):
-        pytest.skip(skip_reason(backend))
+    require(backend)
     if backend == "compile" and name != "2hl-512-K10" and not DRY:
         pytest.skip("compile time (minutes for unrolled phases) would dominate the GPU check: headline net only")
     sizes, opts, batch, T, K = NETS[name]
     net, x, y = build(sizes, opts, batch, T, K, backend)
-    bench(benchmark, ep_callable(net, x, y, backend), case="ep_step", net=name, backend=backend, batch=batch,
+    bench(benchmark, ep_callable(net, x, y, backend, contrast), case="ep_step", net=name, backend=backend, batch=batch,
           T=T, K=K, sizes=sizes)
 
 
@@ -122,10 +101,7 @@ def test_bp_step(benchmark, name):
 @pytest.mark.parametrize("backend", ["torch", "triton", "triton-tf32"])
 @pytest.mark.parametrize("name", ["2hl-512-K10", "3hl-512"])
 def test_relax_step(benchmark, name, backend):
-    if skip_reason(backend):
-        pytest.skip(skip_reason(backend))
-    sizes, opts, batch, T, K = NETS[name]
-    net, x, y = build(sizes, opts, batch, T, K, backend)
+    net, x, y, batch = case(name, backend)
     with torch.no_grad():
         states = [s.clone() for s in net.relax(x, T=2)]
         if backend == "torch":
@@ -133,12 +109,12 @@ def test_relax_step(benchmark, name, backend):
             out = [None] + [torch.empty_like(s) for s in states[1:]]
             fn = lambda: ref.step(states, drives, terms, net.activation, out=out)  # noqa: E731
         else:
-            relax_k, _ = fused.kernels()
+            eng = net.triton_engine(x)
+            relax_k, plan = eng.relax_k, eng.plan
             prec = "tf32" if backend.endswith("tf32") else "ieee"
-            plan = fused.plan_for(net, x.device)
-            w, b = plan.pack(net, prec)
+            w, b = plan.pack(net.spec(), prec)
             f_in, f_out = plan.frames("bench", batch)
-            for v, s in zip(fused.state_views(plan, f_in, x)[1:], states[1:]):
+            for v, s in zip(plan.state_views(f_in, x)[1:], states[1:]):
                 v.copy_(s)
             drive, bl = net.layers[0](x), plan.blocks
             fn = lambda: relax_k.relax_step(  # noqa: E731
@@ -172,28 +148,27 @@ def test_cublas_tf32_same_gemms(benchmark, name):
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("name", ["2hl-512-K10", "10hl-64-res"])
 def test_contrastive_update(benchmark, name, backend):
-    if skip_reason(backend):
-        pytest.skip(skip_reason(backend))
-    sizes, opts, batch, T, K = NETS[name]
-    net, x, y = build(sizes, opts, batch, T, K, backend)
+    net, x, y, batch = case(name, backend)
     with torch.no_grad():
         free = [s.clone() for s in net.relax(x, T=3)]
         nudged = [x] + [s + 0.01 * torch.randn_like(s) for s in free[1:]]
+        coefs = rules.link_coefficients(net.topology.trained_links(), "fre", net.nudge, net.nudge, batch, None)
         if backend == "torch":
-            fn = lambda: net._write_grads("fre", nudged, free, free, net.nudge, net.nudge, False)  # noqa: E731
+            eng = net.reference_engine()
+            fn = lambda: eng.update("fre", nudged, free, free, coefs)  # noqa: E731
         else:
-            _, update_k = fused.kernels()
-            plan = fused.plan_for(net, x.device)
+            eng = net.triton_engine(x)
+            update_k, plan = eng.update_k, eng.plan
             frames = []
             for i, states in enumerate((nudged, free)):
                 f = plan.frames(f"bench{i}", batch)[0]
-                for v, s in zip(fused.state_views(plan, f, x)[1:], states[1:]):
+                for v, s in zip(plan.state_views(f, x)[1:], states[1:]):
                     v.copy_(s)
                 frames.append(f)
-            coefs, bl = plan.coefs("fre", net.nudge, net.nudge, batch, None), plan.blocks
-            plan.bind_grads()
+            coefs, bl = plan.coefs(coefs), plan.blocks
+            plan.grads.bind()
             fn = lambda: update_k.contrastive_update(  # noqa: E731
-                frames[0], frames[1], frames[1], x, plan.grads, plan.up_tiles, plan.link_table, coefs, rule="fre",
+                frames[0], frames[1], frames[1], x, plan.grads.flat, plan.up_tiles, plan.link_table, coefs, rule="fre",
                 accumulate=False, block_m=bl.update_m, block_n=bl.update_n, block_b=bl.update_b,
                 num_warps=bl.num_warps)
     bench(benchmark, torch.no_grad()(fn), case="update", net=name, backend=backend, batch=batch)
@@ -203,11 +178,10 @@ def test_contrastive_update(benchmark, name, backend):
 @pytest.mark.parametrize("backend", ["torch", "triton-graph"])
 @pytest.mark.parametrize("batch,width", SCALING, ids=[f"B{b}-W{w}" for b, w in SCALING])
 def test_ep_step_scaling(benchmark, batch, width, backend):
-    if skip_reason(backend, scaling=True):
-        pytest.skip(skip_reason(backend, scaling=True))
+    require(backend, scaling=True)
     sizes = [20 if DRY else 784, width, width, 10]
     net, x, y = build(sizes, dict(feedback=0.01, nudge=0.1), batch, 10, 10, backend)
-    bench(benchmark, ep_callable(net, x, y, backend), case="ep_step_scaling", net=f"2hl-{width}",
+    bench(benchmark, ep_callable(net, x, y, backend, contrast), case="ep_step_scaling", net=f"2hl-{width}",
           backend=backend, batch=batch, width=width, T=10, K=10)
 
 
@@ -227,8 +201,7 @@ def _mnist(n):
 @pytest.mark.parametrize("backend", ["torch", "triton-graph", "bp"])
 def test_epoch(benchmark, backend):
     """One epoch of MNIST (2HL-512, batch 500, T=10, K=10, Adam): EP on each backend, and BP."""
-    if skip_reason(backend):
-        pytest.skip(skip_reason(backend))
+    require(backend)
     if not CUDA and not DRY and os.environ.get("TRITONEP_BENCH_ALL") != "1":
         pytest.skip("a CPU epoch takes seconds per round: set TRITONEP_BENCH_ALL=1 (or use bench/epoch.py)")
     from tritonep import data

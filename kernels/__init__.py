@@ -6,8 +6,12 @@
   written into ``.grad``.
 - ``conv``: the fused epilogue of a conv state layer (bias, feedback, unpooled
   nudge, activation, max-pooling with indices) in one pass.
+- ``common``: what they share: activation and nudge codes, the layout of every
+  int32 table (one constant per column, plain ints for the Python table builder)
+  and the ``@triton.jit`` helpers (rho, weight loads, dots, table-row readers).
 
-``tritonep.reference`` is the specification they match; ``tritonep.fused`` builds
-their tables and launches them. Set ``TRITON_INTERPRET=1`` before importing them
-to run on CPU in Triton's interpreter (slow; for tests).
+``tritonep.reference`` is the specification they match; the Triton engines in
+``tritonep.engine`` build their tables (with ``common``'s layout constants) and
+launch them. Set ``TRITON_INTERPRET=1`` before importing them to run on CPU in
+Triton's interpreter (slow; for tests).
 """

@@ -29,7 +29,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .relax import ACTIVATION_CODES, _activate
+from .common import ACTIVATION_CODES, activate
 
 
 @triton.jit
@@ -67,7 +67,7 @@ def _conv_epilogue_kernel(
             pre += tl.where(flat == at[:, None], fb[:, None], 0.0)
         else:
             pre += fb[:, None]
-    s = _activate(pre, ACT)
+    s = activate(pre, ACT)
     tl.store(S + off, s, mask=me)
     if WRITE_POOL:
         sm = tl.where(me, s, float("-inf"))

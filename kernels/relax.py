@@ -14,7 +14,8 @@ layer's new state:
 The grid is (batch tiles, output tiles of all layers): a small int32 table maps
 each output tile to its layer, and another lists each layer's incoming links
 (source columns, offset and strides of its matrix in the packed weight buffer,
-scale), so residual and AGT links cost loop iterations, not launches. Optionally
+scale), so residual and AGT links cost loop iterations, not launches (table
+layouts and the shared helpers: ``kernels.common``). Optionally
 each program also writes its tile's per-sample squared state change, which the
 convergence check sums.
 
@@ -28,51 +29,45 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-ACTIVATION_CODES = {"tanh": 0, "hard_sigmoid": 1, "pep_sigmoid": 2}
-# nudge of the top layer: none; softmax error recomputed from the current state (dynamic);
-# a given (B, C) error projected through M_f (frozen softmax); P-EP's beta (y - s_top)
-# recomputed (dynamic); a given (B, n_top) error added as is (frozen P-EP)
-NUDGE_NONE, NUDGE_SOFTMAX, NUDGE_SOFTMAX_GIVEN, NUDGE_NEURON, NUDGE_NEURON_GIVEN = range(5)
-LAYER_FIELDS = 6  # col, n, first term, end term, bias offset (-1: none), has drive
-TERM_FIELDS = 5  # source col, n_src, weight offset, stride over source units, stride over dest units
+from .common import (
+    ACTIVATION_CODES,
+    NUDGE_NEURON,
+    NUDGE_NEURON_GIVEN,
+    NUDGE_NONE,
+    NUDGE_SOFTMAX,
+    NUDGE_SOFTMAX_GIVEN,
+    activate,
+    dot,
+    layer_row,
+    load_weights,
+    term_row,
+    tile_row,
+)
+
+# the codes stay importable from here: callers pass relax.NUDGE_* to the launchers
+__all__ = ["ACTIVATION_CODES", "NUDGE_NEURON", "NUDGE_NEURON_GIVEN", "NUDGE_NONE", "NUDGE_SOFTMAX",
+           "NUDGE_SOFTMAX_GIVEN", "readout", "relax_phase", "relax_step"]
+# the step kernel's twins of the codes it compares (see kernels.common)
+_NUDGE_NONE, _NUDGE_SOFTMAX, _NUDGE_SOFTMAX_GIVEN, _NUDGE_NEURON = map(
+    tl.constexpr, (NUDGE_NONE, NUDGE_SOFTMAX, NUDGE_SOFTMAX_GIVEN, NUDGE_NEURON))
 
 
 @triton.jit
-def _activate(x, ACT: tl.constexpr):
-    if ACT == 0:  # tanh as 2 sigmoid(2x) - 1, like the reference
-        y = 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
-    elif ACT == 1:  # hard sigmoid
-        y = tl.minimum(tl.maximum(x, 0.0), 1.0)
-    else:  # P-EP sigmoid
-        y = 1.0 / (1.0 + tl.exp(-4.0 * (x - 0.5)))
-    return y
-
-
-@triton.jit
-def _load_w(ptrs, mask, W_BF16: tl.constexpr):
-    """Load weights as fp32. bf16 weights are stored as int16 bit patterns and widened
-    right after the load (bf16 is the top half of an fp32), which the CPU interpreter
-    handles too."""
-    if W_BF16:
-        bits = tl.load(ptrs, mask=mask, other=0).to(tl.int32) & 0xFFFF
-        w = (bits << 16).to(tl.float32, bitcast=True)
-    else:
-        w = tl.load(ptrs, mask=mask, other=0.0)
-    return w
-
-
-@triton.jit
-def _dot(a, b, PRECISION: tl.constexpr):
-    """fp32 x fp32 -> fp32 with the requested operand precision, fp32 accumulation.
-
-    bf16: both operands rounded to bf16, then multiplied on the tf32 path, where
-    bf16 values are exact; this gives a bf16 dot's numbers on the GPU and in the CPU
-    interpreter alike (whose bf16 dot is broken)."""
-    if PRECISION == "bf16":
-        d = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="tf32")
-    else:
-        d = tl.dot(a, b, input_precision=PRECISION)
-    return d
+def _frame_times(S, stride_s, col, n_src, rb, mb, M, stride_k, stride_n, rn, mn,
+                 W_BF16: tl.constexpr, PRECISION: tl.constexpr,
+                 BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``S[rb, col:col + n_src] @ M[:, rn]`` as a (BLOCK_B, BLOCK_N) fp32 tile, zero
+    outside the masks ``mb``, ``mn``; ``M[k, j]`` is stored at ``M + k * stride_k +
+    j * stride_n``, so one packed matrix serves as W or W^T."""
+    rk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, n_src, BLOCK_K):
+        kk = k0 + rk
+        mk = kk < n_src
+        s = tl.load(S + rb[:, None] * stride_s + col + kk[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
+        w = load_weights(M + rn[None, :] * stride_n + kk[:, None] * stride_k, mk[:, None] & mn[None, :], W_BF16)
+        acc += dot(s, w, PRECISION)
+    return acc
 
 
 @triton.jit
@@ -83,14 +78,9 @@ def _softmax_error(S, stride_s, col, n_top, Wf, stride_wf, Bf, Y, stride_y, rb, 
     two (BLOCK_B, BLOCK_C) tiles, zero in the padding classes."""
     rc = tl.arange(0, BLOCK_C)
     mc = rc < C
-    rk = tl.arange(0, BLOCK_K)
-    logits = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
-    for k0 in range(0, n_top, BLOCK_K):
-        kk = k0 + rk
-        mk = kk < n_top
-        s = tl.load(S + rb[:, None] * stride_s + col + kk[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
-        w = tl.load(Wf + rc[None, :] * stride_wf + kk[:, None], mask=mk[:, None] & mc[None, :], other=0.0)
-        logits += _dot(s, w, PRECISION)
+    # logits = s_top @ W_f^T: W_f (C, n_top) read transposed, unit stride over k; W_f is fp32
+    logits = _frame_times(S, stride_s, col, n_top, rb, mb, Wf, 1, stride_wf, rc, mc, False, PRECISION,
+                          BLOCK_B, BLOCK_C, BLOCK_K)
     if HAS_BF:
         logits += tl.load(Bf + rc, mask=mc, other=0.0)[None, :]
     z = tl.where(mc[None, :], logits, float("-inf"))
@@ -113,19 +103,11 @@ def _step_tile(
 ):
     """New states of one (BLOCK_B, BLOCK_N) tile: rows of batch tile ``pid_b``,
     units of output tile ``pid_t`` (whose layer the tile table names)."""
-    layer = tl.load(tiles + 2 * pid_t)
-    n0 = tl.load(tiles + 2 * pid_t + 1)
-    lrow = layers + 6 * layer  # LAYER_FIELDS
-    col = tl.load(lrow)
-    n = tl.load(lrow + 1)
-    t_begin = tl.load(lrow + 2)
-    t_end = tl.load(lrow + 3)
-    bias_off = tl.load(lrow + 4)
-    has_drive = tl.load(lrow + 5)
+    layer, n0 = tile_row(tiles, pid_t)
+    col, n, t_begin, t_end, bias_off, has_drive = layer_row(layers, layer)
 
     rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     rn = n0 + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
     mb = rb < B
     mn = rn < n
     m2 = mb[:, None] & mn[None, :]
@@ -135,21 +117,9 @@ def _step_tile(
         pass
     else:
         for t in range(t_begin, t_end):
-            trow = terms + 5 * t  # TERM_FIELDS
-            src_col = tl.load(trow)
-            n_src = tl.load(trow + 1)
-            w_off = tl.load(trow + 2)
-            stride_k = tl.load(trow + 3)
-            stride_n = tl.load(trow + 4)
-            part = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, n_src, BLOCK_K):
-                kk = k0 + rk
-                mk = kk < n_src
-                s = tl.load(S_in + rb[:, None] * stride_s + src_col + kk[None, :],
-                            mask=mb[:, None] & mk[None, :], other=0.0)
-                w = _load_w(W + w_off + kk[:, None] * stride_k + rn[None, :] * stride_n,
-                            mk[:, None] & mn[None, :], W_BF16)
-                part += _dot(s, w, PRECISION)
+            src_col, n_src, w_off, stride_k, stride_n = term_row(terms, t)
+            part = _frame_times(S_in, stride_s, src_col, n_src, rb, mb, W + w_off, stride_k, stride_n, rn, mn,
+                                W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K)
             acc += tl.load(scales + t) * part
 
     if has_drive != 0:
@@ -157,21 +127,21 @@ def _step_tile(
     if bias_off >= 0:
         acc += tl.load(Bias + bias_off + rn, mask=mn, other=0.0)[None, :]
 
-    if NUDGE != 0:
+    if NUDGE != _NUDGE_NONE:
         if layer == top:
-            if NUDGE == 1 or NUDGE == 2:
+            if NUDGE == _NUDGE_SOFTMAX or NUDGE == _NUDGE_SOFTMAX_GIVEN:  # softmax error, back through M_f
                 rc = tl.arange(0, BLOCK_C)
                 mc = rc < C
-                if NUDGE == 1:
+                if NUDGE == _NUDGE_SOFTMAX:
                     _, err = _softmax_error(S_in, stride_s, col, n, Wf, stride_wf, Bf, Y, stride_y, rb, mb, C,
                                             HAS_BF, PRECISION, BLOCK_B, BLOCK_K, BLOCK_C)
                 else:
                     err = tl.load(E + rb[:, None] * stride_e + rc[None, :], mask=mb[:, None] & mc[None, :], other=0.0)
                 mf = tl.load(Mf + rc[:, None] * stride_mfc + rn[None, :] * stride_mfn,
                              mask=mc[:, None] & mn[None, :], other=0.0)
-                acc += beta * _dot(err, mf, PRECISION)
-            else:
-                if NUDGE == 3:
+                acc += beta * dot(err, mf, PRECISION)
+            else:  # P-EP: the error is on the top layer's own units
+                if NUDGE == _NUDGE_NEURON:
                     y = tl.load(Y + rb[:, None] * stride_y + rn[None, :], mask=m2, other=0.0)
                     s_top = tl.load(S_in + rb[:, None] * stride_s + col + rn[None, :], mask=m2, other=0.0)
                     err = y - s_top
@@ -179,7 +149,7 @@ def _step_tile(
                     err = tl.load(E + rb[:, None] * stride_e + rn[None, :], mask=m2, other=0.0)
                 acc += beta * err
 
-    new = _activate(acc, ACT)
+    new = activate(acc, ACT)
     tl.store(S_out + rb[:, None] * stride_s + col + rn[None, :], new, mask=m2)
     if TRACK:
         if skip_terms:
@@ -221,24 +191,23 @@ def _relax_persistent_kernel(
     orders one step's writes before the next step's reads. Step t reads S_start (t = 0),
     else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t)."""
     pid_b = tl.program_id(0)
-    for t in range(0, steps):
+    for t in range(steps):
+        # pick this step's frames first, so the step is inlined once (not once per frame pair)
+        if t == 0:
+            s_in = S_start
+            s_out = S_a
+        elif t % 2 == 1:
+            s_in = S_a
+            s_out = S_b
+        else:
+            s_in = S_b
+            s_out = S_a
         skip = FROM_ZERO and t == 0
-        for i in range(0, n_tiles):
-            if t == 0:
-                _step_tile(S_start, S_a, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
-                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-                           pid_b, i, skip, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
-            elif t % 2 == 1:
-                _step_tile(S_a, S_b, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
-                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-                           pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
-            else:
-                _step_tile(S_b, S_a, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
-                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-                           pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+        for i in range(n_tiles):  # Delta is never written (TRACK=False): S_a stands in
+            _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
+                       B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                       pid_b, i, skip, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                       BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
         tl.debug_barrier()
 
 
@@ -267,8 +236,8 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, scales
     s_in, s_out: (B, N) fp32 frames with the same strides (distinct memory).
     drive: (B, n_1) fp32 input drive of layer 1 (bias included).
     weights: packed matrices (fp32, or int16 holding bf16 bits); biases: packed fp32.
-    tiles (n_tiles, 2), layers (n_layers, 6), terms (n_terms, 5): int32 tables built
-    by ``tritonep.fused.Plan``; scales (n_terms,) fp32.
+    tiles (n_tiles, TILE_FIELDS), layers (n_layers, LAYER_FIELDS), terms (n_terms,
+    TERM_FIELDS): int32 tables laid out as ``kernels.common`` defines; scales (n_terms,) fp32.
     nudge: one of the NUDGE_* codes, on layer ``top`` with strength ``beta``;
     target (B, C), W_f (C, n_top), b_f (C,) or None, M_f (C, n_top) any strides,
     error (B, C) or (B, n_top) for the *_GIVEN codes.

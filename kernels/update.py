@@ -19,10 +19,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .relax import _dot
+from .common import dot, link_row, utile_row
 
-RULE_CODES = {"fre": 0, "classic": 1}
-LINK_FIELDS = 6  # post col, n_post, pre col (-1: the input x), n_pre, grad offset, bias grad offset (-1: none)
+RULE_FRE, RULE_CLASSIC = range(2)
+RULE_CODES = {"fre": RULE_FRE, "classic": RULE_CLASSIC}
+_RULE_FRE = tl.constexpr(RULE_FRE)  # the kernel's twin of the int (see kernels.common)
+
+
+@triton.jit
+def _store_grad(ptrs, g, mask, ACCUMULATE: tl.constexpr):
+    """Write ``g`` at ``ptrs``, or add it to what is there (gradient accumulation)."""
+    if ACCUMULATE:
+        g += tl.load(ptrs, mask=mask, other=0.0)
+    tl.store(ptrs, g, mask=mask)
 
 
 @triton.jit
@@ -33,16 +42,8 @@ def _update_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    link = tl.load(tiles + 3 * pid)
-    m0 = tl.load(tiles + 3 * pid + 1)
-    n0 = tl.load(tiles + 3 * pid + 2)
-    row = links + 6 * link  # LINK_FIELDS
-    post_col = tl.load(row)
-    n_post = tl.load(row + 1)
-    pre_col = tl.load(row + 2)
-    n_pre = tl.load(row + 3)
-    g_off = tl.load(row + 4)
-    bias_off = tl.load(row + 5)
+    link, m0, n0 = utile_row(tiles, pid)
+    post_col, n_post, pre_col, n_pre, g_off, bias_off = link_row(links, link)
     coef = tl.load(coefs + link)
 
     rm = m0 + tl.arange(0, BLOCK_M)
@@ -62,31 +63,22 @@ def _update_kernel(
         mpre = mb[:, None] & mn[None, :]
         if pre_col < 0:  # the input layer: the same x in every phase
             c0 = tl.load(X + rb[:, None] * stride_x + rn[None, :], mask=mpre, other=0.0)
-            acc += _dot(a - b, c0, PRECISION)
+            acc += dot(a - b, c0, PRECISION)
         else:
             pre = rb[:, None] * stride_f + pre_col + rn[None, :]
-            if RULE == 0:
+            if RULE == _RULE_FRE:
                 c0 = tl.load(F0 + pre, mask=mpre, other=0.0)
-                acc += _dot(a - b, c0, PRECISION)
+                acc += dot(a - b, c0, PRECISION)
             else:
                 ca = tl.load(Fa + pre, mask=mpre, other=0.0)
                 cb = tl.load(Fb + pre, mask=mpre, other=0.0)
-                acc += _dot(a, ca, PRECISION) - _dot(b, cb, PRECISION)
+                acc += dot(a, ca, PRECISION) - dot(b, cb, PRECISION)
         bacc += tl.sum(a - b, axis=1)
 
-    m2 = mm[:, None] & mn[None, :]
-    g_ptrs = G + g_off + rm[:, None] * n_pre + rn[None, :]
-    g = coef * acc
-    if ACCUMULATE:
-        g += tl.load(g_ptrs, mask=m2, other=0.0)
-    tl.store(g_ptrs, g, mask=m2)
+    _store_grad(G + g_off + rm[:, None] * n_pre + rn[None, :], coef * acc, mm[:, None] & mn[None, :], ACCUMULATE)
     if bias_off >= 0:
         if n0 == 0:  # one column of tiles writes the bias
-            b_ptrs = G + bias_off + rm
-            gb = coef * bacc
-            if ACCUMULATE:
-                gb += tl.load(b_ptrs, mask=mm, other=0.0)
-            tl.store(b_ptrs, gb, mask=mm)
+            _store_grad(G + bias_off + rm, coef * bacc, mm, ACCUMULATE)
 
 
 def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs, *, rule: str,
@@ -96,8 +88,8 @@ def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs,
 
     frame_a, frame_b, frame_0: (B, N) fp32 frames of phases a, b and the free phase
     (same strides); x: (B, n_in) fp32 input (the pre states of the input link);
-    grads: flat fp32 buffer; tiles (n_tiles, 3) and links (n_links, 6): int32 tables
-    built by ``tritonep.fused.Plan``; coefs (n_links,) fp32.
+    grads: flat fp32 buffer; tiles (n_tiles, UTILE_FIELDS) and links (n_links,
+    LINK_FIELDS): int32 tables laid out as ``kernels.common`` defines; coefs (n_links,) fp32.
     """
     B = frame_a.shape[0]
     _update_kernel[(tiles.shape[0],)](

@@ -40,6 +40,17 @@ def mnist(data_dir):
     return data.load("mnist", data_dir, download=False)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread is faster than two
+    (no OpenMP barriers between threads that other jobs keep descheduling). Modules opt
+    in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

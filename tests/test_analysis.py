@@ -11,16 +11,9 @@ import torch
 
 from tritonep import EPNet, bp_gradients
 from tritonep import analysis as A
+from tritonep.cli.analyze import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and avoids OpenMP threads spinning
-    against other jobs on a shared CPU (which made this file 3x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def set_(param, value):
@@ -304,8 +297,8 @@ def test_plots_write_png_and_svg(tmp_path, tiny_sweeps):
 
 
 def test_cli_dynamics_writes_valid_json(tmp_path, capsys):
-    rc = A.main(["dynamics", "mnist-5hl", "--hidden", "8,8,8", "--batch", "4", "--T", "6", "--horizon", "20",
-                 "--feedback", "0.2", "--residual", "none", "--out", str(tmp_path)])
+    rc = main(["dynamics", "mnist-5hl", "--hidden", "8,8,8", "--batch", "4", "--T", "6", "--horizon", "20",
+               "--feedback", "0.2", "--residual", "none", "--out", str(tmp_path)])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     data = json.loads((tmp_path / "dynamics.json").read_text())
@@ -317,15 +310,15 @@ def test_cli_dynamics_writes_valid_json(tmp_path, capsys):
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):
-    assert A.main(["dynamics", "mnist-2hll", "--out", str(tmp_path)]) == 2
+    assert main(["dynamics", "mnist-2hll", "--out", str(tmp_path)]) == 2
     assert "unknown preset" in capsys.readouterr().err
-    assert A.main(["dynamics", "--hidden", "4", "--horizon", "0", "--out", str(tmp_path)]) == 2
+    assert main(["dynamics", "--hidden", "4", "--horizon", "0", "--out", str(tmp_path)]) == 2
     assert "horizon must be a positive int" in capsys.readouterr().err
 
 
 def test_cli_norms_on_real_mnist(tmp_path, data_dir):
-    rc = A.main(["norms", "mnist-5hl", "--hidden", "8,8,8,8", "--T", "8", "--K", "4", "--epochs", "1",
-                 "--limit-train", "100", "--batch-size", "50", "--data-dir", str(data_dir), "--out", str(tmp_path)])
+    rc = main(["norms", "mnist-5hl", "--hidden", "8,8,8,8", "--T", "8", "--K", "4", "--epochs", "1",
+               "--limit-train", "100", "--batch-size", "50", "--data-dir", str(data_dir), "--out", str(tmp_path)])
     assert rc == 0
     data = json.loads((tmp_path / "norms.json").read_text())
     assert set(data["result"]) == {"with residual links (every 3)", "without residual links"}

@@ -8,21 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tritonep import Dense, presets, train
+from tritonep import Conv, ConvEPNet, Dense, bp_gradients, bptt_gradients, build, cli, feedforward, presets, train
 from tritonep import reference as ref
-from tritonep.conv import Conv, ConvEPNet, augment, bp_gradients, bptt_gradients, feedforward, parse_arch
+from tritonep.data import augment
+from tritonep.layers import parse_arch
 
 DTYPE = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convs on a shared 2-core machine: one intra-op thread is ~10x faster than
-    two (no OpenMP barriers between threads that the other jobs keep descheduling)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cos(a, b):
@@ -114,7 +106,7 @@ def test_step_matches_autograd_formulation(output, residual):
     states = [x] + [torch.rand(5, *m, generator=g, dtype=DTYPE) * 2 - 1 for m in net.maps[1:]]
     target = F.one_hot(y, 4).to(DTYPE)
     with torch.no_grad():
-        free = net.step(states, net.drives(net._check_input(x)))
+        free = net.step(states, net.drives(net.check_input(x)))
         nudged = net.step(states, net.drives(x), nudge=net.make_nudge(states, target, 0.37, False))
     want_free, want_nudged = autograd_step(net, states, x), autograd_step(net, states, x, y, 0.37)
     for l in range(1, net.n_state + 1):
@@ -198,7 +190,7 @@ def test_fre_rule_by_hand_and_readout_gradient():
     net.ep_step(x, y)
     free = [s.clone() for s in net.relax(x, T=7)]
     target = F.one_hot(y, 4).to(DTYPE)
-    nudged, _ = net._relax(free, net.drives(x), 4, nudge=net.make_nudge(free, target, 0.2, False))
+    nudged, _ = net.reference_engine().run(free, net.drives(x), 4, nudge=net.make_nudge(free, target, 0.2, False))
     o1 = F.max_pool2d(free[1], 2)
     W = net.layers[1].weight.detach().clone().requires_grad_()
     pairing = ((nudged[2] - free[2]) * F.conv2d(o1, W, padding=1)).sum()  # d/dW <d, conv(O_1)>
@@ -295,118 +287,6 @@ def test_augment_crops_and_flips():
     assert seen == {False, True}
 
 
-# ----------------------------------------------------------------------------- Triton path
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(DEVICE == "cpu" and not __import__("tritonep.fused").fused.interpreting(),
-                                  reason="no GPU and TRITON_INTERPRET is not set")
-
-
-@needs_triton
-@pytest.mark.parametrize("P,act,terms", [(2, "hard_sigmoid", "g1+g2+bias"), (3, "tanh", "g1"), (2, "pep_sigmoid", "g2"),
-                                         (1, "hard_sigmoid", "g1+bias"), (2, "tanh", "none")])
-def test_conv_epilogue_matches_reference(P, act, terms):
-    """13x13 maps (ragged under 2x2 and 3x3 pooling), 3 channels, batch 5; outputs
-    NaN-poisoned so an element the kernel fails to write fails."""
-    from tritonep.kernels import conv as conv_k
-
-    g = torch.Generator(device=DEVICE).manual_seed(0)
-    B, C, H, W = 5, 3, 13, 13
-    A = torch.randn(B, C, H, W, device=DEVICE, generator=g)
-    bias = torch.randn(C, device=DEVICE, generator=g) if "bias" in terms else None
-    Hp, Wp = H // P, W // P
-    g1 = torch.randn(B, C, Hp, Wp, device=DEVICE, generator=g) if "g1" in terms else None
-    g2 = torch.randn(B, C, Hp, Wp, device=DEVICE, generator=g) if "g2" in terms else None
-    state = torch.rand(B, C, H, W, device=DEVICE, generator=g).round_(decimals=1)  # ties: first max wins
-    idx = F.max_pool2d(state, P, return_indices=True)[1] if P > 1 else None
-    fb = sum(sc * t for sc, t in ((0.3, g1), (-0.7, g2)) if t is not None)
-    pre = A + (bias.view(-1, 1, 1) if bias is not None else 0)
-    if g1 is not None or g2 is not None:
-        pre = pre + (F.max_unpool2d(fb, idx, P, output_size=(H, W)) if P > 1 else fb)
-    want = ref.activate(act, pre)
-    s = torch.full_like(A, float("nan"))
-    o = torch.full((B, C, Hp, Wp), float("nan"), device=DEVICE) if P > 1 else None
-    i_out = torch.full((B, C, Hp, Wp), -7, dtype=torch.int32, device=DEVICE) if P > 1 else None
-    conv_k.conv_epilogue(A, s, pool=P, activation=act, bias=bias, g1=g1, scale1=0.3, g2=g2, scale2=-0.7,
-                         idx_in=None if idx is None else idx.to(torch.int32), o_out=o, idx_out=i_out, block=32)
-    torch.testing.assert_close(s, want, rtol=1e-5, atol=1e-6)
-    if P > 1:
-        o_want, i_want = F.max_pool2d(want, P, return_indices=True)
-        torch.testing.assert_close(o, o_want, rtol=1e-5, atol=1e-6)
-        assert torch.equal(i_out.long(), i_want)
-
-
-def odd_net(backend, output="softmax", residual=None, **kw):
-    """3x15x15 input -> 5c3 13x13 -P2-> 6x6 -> 6c2p1 7x7 -P2-> 3x3 -> 4c1 3x3 -> 4 classes."""
-    torch.manual_seed(0)
-    layers = [Conv(3, 5, 3, pool=2), Conv(5, 6, 2, padding=1, pool=2), Conv(6, 4, 1, pool=1), Dense(36, 4, bias=True)]
-    opts = {**dict(T=4, K=3, feedback=0.3, nudge=0.5), **kw}
-    return ConvEPNet(layers, input_shape=(3, 15, 15), output=output, residual=residual, backend=backend,
-                     **opts).to(DEVICE)
-
-
-BACKEND_CASES = [("softmax", [(1, 3)], dict(nudging="symmetric")),
-                 ("neuron", None, dict(rule="classic", error="frozen", activation="pep_sigmoid")),
-                 ("softmax", None, dict(error="frozen", nudging="random-sign", activation="tanh"))]
-
-
-@needs_triton
-@pytest.mark.parametrize("output,residual,opts", BACKEND_CASES, ids=["residual-symmetric", "pep-classic", "frozen"])
-def test_ep_step_backends_agree(output, residual, opts):
-    a, b = odd_net("torch", output, residual, **opts), odd_net("triton", output, residual, **opts)
-    assert b.backend_for(torch.zeros(1, device=DEVICE)) == "triton"
-    g = torch.Generator(device=DEVICE).manual_seed(1)
-    x, y = torch.rand(5, 3, 15, 15, device=DEVICE, generator=g), torch.randint(0, 4, (5,), device=DEVICE, generator=g)
-    torch.manual_seed(3)
-    la, oa = a.ep_step(x, y)
-    torch.manual_seed(3)
-    lb, ob = b.ep_step(x, y)
-    torch.testing.assert_close(ob, oa, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
-    # classic: the difference of two nearly equal correlations; both float32 paths are ~2e-4
-    # from float64 there (measured), so the bar is looser than for fre
-    tol = 1e-3 if opts.get("rule") == "classic" else 1e-5
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        assert ((q.grad - p.grad).norm() / p.grad.norm()).item() < tol, n
-    assert a.last_steps == b.last_steps
-    torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
-def test_cuda_graph_replays_the_same_step():
-    a, b = odd_net("triton", nudging="symmetric"), odd_net("triton", cuda_graph=True, nudging="symmetric")
-    x, y = torch.rand(5, 3, 15, 15, device=DEVICE), torch.randint(0, 4, (5,), device=DEVICE)
-    for _ in range(3):  # new inputs every replay; .grad set to None in between, as optimizers do
-        a.zero_grad()
-        b.zero_grad()
-        la, oa = a.ep_step(x, y)
-        lb, ob = b.ep_step(x, y)
-        torch.testing.assert_close(ob, oa)
-        torch.testing.assert_close(lb, la)
-        for (n, p), q in zip(a.named_parameters(), b.parameters()):
-            torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=n)
-        x = torch.rand_like(x)
-    once = [q.grad.clone() for q in b.parameters()]
-    b.ep_step(x, y)
-    b.ep_step(x, y)  # no zero_grad: the replays add, like backward
-    a.zero_grad()
-    a.ep_step(x, y)
-    for p, q, g in zip(a.parameters(), b.parameters(), once):
-        torch.testing.assert_close(q.grad, g + 2 * p.grad, rtol=1e-5, atol=1e-7)
-    assert not b.__dict__.get("_graph_off") and len(b.__dict__["_graphs"]) == 1
-
-
-def test_triton_path_errors(monkeypatch):
-    net = odd_net("triton")
-    x = torch.rand(2, 3, 15, 15, device=DEVICE)
-    with pytest.raises(TypeError, match="float32"):
-        odd_net("triton").double().ep_step(x.double(), torch.zeros(2, dtype=torch.long, device=DEVICE))
-    if DEVICE == "cpu":
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-            net(x)
-        assert odd_net("auto").backend_for(x) == "torch"
-
-
 # ----------------------------------------------------------------------------- presets, CLI, learning
 def test_conv_presets_carry_the_paper_settings():
     m = presets.get("mnist-conv")
@@ -425,10 +305,10 @@ def test_conv_presets_carry_the_paper_settings():
         "32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10", 40, 10, 0.25, 2.5e-4, 2e-4, "cosine", 1e-6, 5.0, 50, "cifar10", False)
     for name in ("mnist-conv", "mnist-conv-bp", "mnist-conv-pep", "mnist-conv-adamw", "cifar10-conv",
                  "cifar10-conv-bp", "cifar10-deepconv", "cifar10-deepconv-bp"):
-        net = train.build_net(presets.get(name))
+        net = build.build_net(presets.get(name))
         assert isinstance(net, ConvEPNet), name
-        train.build_optimizer(net, presets.get(name))
-    assert train._lr_at(2.5e-4, 0, c) == 2.5e-4 and train._lr_at(2.5e-4, 25, c) == pytest.approx((2.5e-4 + 1e-6) / 2)
+        build.build_optimizer(net, presets.get(name))
+    assert train.lr_at(2.5e-4, 0, c) == 2.5e-4 and train.lr_at(2.5e-4, 25, c) == pytest.approx((2.5e-4 + 1e-6) / 2)
 
 
 def test_preset_on_the_wrong_data_is_a_clear_error(mnist):
@@ -436,7 +316,7 @@ def test_preset_on_the_wrong_data_is_a_clear_error(mnist):
     cfg.update(epochs=1, limit_train=8, limit_test=8)
     with pytest.raises(ValueError, match=r"\(batch, 3, 32, 32\) or \(batch, 3072\)"):
         train.run(cfg, dataset=mnist, progress=False)
-    assert train.main(["train", "mnist-conv", "--data-dir", "/nonexistent", "--no-download", "--quiet"]) == 2
+    assert cli.main(["train", "mnist-conv", "--data-dir", "/nonexistent", "--no-download", "--quiet"]) == 2
 
 
 @pytest.mark.slow
@@ -487,39 +367,16 @@ def test_conv_bp_and_deepconv_smoke_with_resume(mnist, data_dir, tmp_path):
 def test_one_api_for_conv_stacks():
     """EPSequential with conv layers builds a ConvEPNet; tritonep's baselines take it."""
     import tritonep
-    from tritonep import conv
 
     net = tritonep.EPSequential(tritonep.Conv(1, 4, 5, pool=2), tritonep.Conv(4, 6, 3, pool=2), 10,
                                 input_shape=(1, 13, 13), feedback=0.05)
     assert isinstance(net, tritonep.ConvEPNet)
+    same = tritonep.ConvEPNet.from_arch("4c5-P2-6c3-P2-FC10", input_shape=(1, 13, 13), feedback=0.05)
+    same.load_state_dict(net.state_dict())  # the same net, built from its architecture string
     x, y = torch.rand(5, 1, 13, 13), torch.randint(0, 10, (5,))
-    got, want = tritonep.bp_gradients(net, x, y), conv.bp_gradients(net, x, y)
+    got, want = tritonep.bp_gradients(net, x, y), tritonep.bp_gradients(same, x, y)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
-    torch.testing.assert_close(tritonep.feedforward(net, x), conv.feedforward(net, x))
+    torch.testing.assert_close(tritonep.feedforward(net, x), tritonep.feedforward(same, x))
     with pytest.raises(ValueError, match="feedback alignment is implemented for dense nets only"):
         tritonep.bp_gradients(net, x, y, alignment=True)
     assert type(tritonep.EPSequential(tritonep.Dense(6, 5), tritonep.Dense(5, 3))) is tritonep.EPSequential
-
-
-def test_auto_conv_net_falls_back_when_the_first_triton_call_fails(monkeypatch):
-    """backend='auto' on a GPU where the conv kernels fail on first use: a warning, then
-    the reference (same grads as backend='torch')."""
-    from tritonep import ConvEPNet, conv
-
-    torch.manual_seed(0)
-    a = ConvEPNet.from_arch("4c3-P2-6c3-P2-FC10", input_shape=(1, 13, 13), backend="torch")
-    b = ConvEPNet.from_arch("4c3-P2-6c3-P2-FC10", input_shape=(1, 13, 13), backend="auto")
-    b.load_state_dict(a.state_dict())
-    x, y = torch.rand(5, 1, 13, 13), torch.randint(0, 10, (5,))
-    a.ep_step(x, y)
-    monkeypatch.setattr(conv.ConvEPNet, "backend_for",
-                        lambda self, x: "torch" if self.__dict__.get("_triton_off") else "triton")
-
-    def broken(net, x):
-        raise RuntimeError("PTX compile failed (simulated)")
-
-    monkeypatch.setattr(conv, "_triton_runner", broken)
-    with pytest.warns(RuntimeWarning, match="simulated"):
-        b.ep_step(x, y)
-    for p, q in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(q.grad, p.grad)

@@ -1,6 +1,5 @@
 """Loaders: the shared copies, the standard formats users have, and errors."""
 import hashlib
-import os
 import pickle
 
 import numpy as np

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tritonep import EPNet, data, distributed, presets, train
+from tritonep import EPNet, cli, data, distributed, presets, train
 from tritonep.baselines import feedforward
 
 
@@ -27,7 +27,7 @@ def test_shard_means_weighted_by_size_equal_the_global_mean(kw):
         if method == "ep":
             net.ep_step(xb, yb)
         else:
-            net.loss(feedforward(net, xb), net._check_target(yb, xb.shape[0])).backward()
+            net.loss(feedforward(net, xb), net.check_target(yb, xb.shape[0])).backward()
         return {n: p.grad.clone() for n, p in net.named_parameters()}
 
     for method in ("ep", "bp"):
@@ -68,7 +68,7 @@ def test_launch_errors_are_clear(monkeypatch, capsys, data_dir):
     for k in distributed.ENV_VARS:
         monkeypatch.delenv(k, raising=False)
     args = ["train", "mnist-2hl", "--limit-train", "100", "--data-dir", str(data_dir), "--no-download", "--quiet"]
-    assert train.main(args + ["--distributed"]) == 2
+    assert cli.main(args + ["--distributed"]) == 2
     err = capsys.readouterr().err
     assert "--distributed needs the variables torchrun sets" in err and "missing: RANK, WORLD_SIZE" in err
     assert "torchrun --nproc_per_node=N -m tritonep train PRESET --distributed" in err
@@ -77,9 +77,9 @@ def test_launch_errors_are_clear(monkeypatch, capsys, data_dir):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     # checked before joining the group, so this returns instead of waiting for 2 more processes
-    assert train.main(args + ["--distributed", "--batch-size", "50"]) == 2
+    assert cli.main(args + ["--distributed", "--batch-size", "50"]) == 2
     assert "world size 3 does not divide the global batch size 50" in capsys.readouterr().err
-    assert train.main(args) == 2
+    assert cli.main(args) == 2
     assert "WORLD_SIZE=3 processes (torchrun?) without --distributed" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "3")
     with pytest.raises(distributed.DistributedSetupError, match="inconsistent launch environment"):

@@ -4,37 +4,38 @@ import statistics
 
 import pytest
 
-from tritonep import presets, reproduce, train
+from tritonep import build, cli, paper, presets, reproduce
+from tritonep.cli import reproduce as reproduce_cli
 
 
 def test_rows_map_to_presets_and_carry_the_papers_numbers():
-    t1, t2 = reproduce.TABLES["table1"], reproduce.TABLES["table2"]
+    t1, t2 = paper.TABLES["table1"], paper.TABLES["table2"]
     assert len(t1) == 11 and len(t2) == 28  # 3 + 5 + 3 rows; 14 per data set
-    assert reproduce.ROWS["mnist-conv"].paper.test == 99.14  # Table 1, conv
-    assert reproduce.ROWS["mnist-conv-table2"].paper.test == 99.27
-    assert reproduce.ROWS["cifar10-conv"].paper.test == 75.04  # Table 2, conv
-    assert reproduce.ROWS["mnist-2hl"].paper.time == "0:01:16"
+    assert paper.ROWS["mnist-conv"].paper.test == 99.14  # Table 1, conv
+    assert paper.ROWS["mnist-conv-table2"].paper.test == 99.27
+    assert paper.ROWS["cifar10-conv"].paper.test == 75.04  # Table 2, conv
+    assert paper.ROWS["mnist-2hl"].paper.time == "0:01:16"
     for row in t1 + t2:
         assert row.paper is not None and 0 < row.paper.std < row.paper.test <= 100
         assert row.preset is not None, row.key  # every row of both tables runs, conv rows included
         cfg = reproduce.row_config(row, 0, {})
         assert cfg["dataset"] == row.dataset
-        train.build_optimizer(train.build_net(cfg), cfg)  # the overrides fit the preset
-    assert reproduce.row_config(reproduce.ROWS["mnist-20hl-bp"], 3, {"epochs": 2})["residual"] is None
-    dlr = reproduce.row_config(reproduce.ROWS["mnist-3hl-sgd-dlr"], 0, {})
+        build.build_optimizer(build.build_net(cfg), cfg)  # the overrides fit the preset
+    assert reproduce.row_config(paper.ROWS["mnist-20hl-bp"], 3, {"epochs": 2})["residual"] is None
+    dlr = reproduce.row_config(paper.ROWS["mnist-3hl-sgd-dlr"], 0, {})
     assert dlr["lr"] == presets.get("mnist-3hl-pep")["lr"] and dlr["optimizer"] == "sgd"
 
 
 def test_bad_targets_and_options(capsys):
-    assert train.main(["reproduce", "tabel1"]) == 2
+    assert cli.main(["reproduce", "tabel1"]) == 2
     assert "unknown table or row 'tabel1'; did you mean table1" in capsys.readouterr().err
-    assert train.main(["reproduce"]) == 2
+    assert cli.main(["reproduce"]) == 2
     assert "give a table" in capsys.readouterr().err
-    assert train.main(["reproduce", "table1", "--seeds", "0"]) == 2
+    assert cli.main(["reproduce", "table1", "--seeds", "0"]) == 2
     assert "--seeds must be a positive int" in capsys.readouterr().err
-    assert reproduce.main(["table1", "--dataset", "cifar10"]) == 2
+    assert reproduce_cli.main(["table1", "--dataset", "cifar10"]) == 2
     assert "no row of table1 is on cifar10" in capsys.readouterr().err
-    assert train.main(["reproduce", "--list"]) == 0
+    assert cli.main(["reproduce", "--list"]) == 0
     assert "mnist-10hl-agt" in capsys.readouterr().out
 
 
@@ -57,7 +58,7 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     out = tmp_path / "rq"
     args = ["reproduce", "mnist-2hl-bp", "mnist-5hl", "mnist-conv-bp", "--quick", "--data-dir", str(data_dir),
             "--no-download", "--out", str(out), "--name", "smoke"]
-    assert train.main(args) == 0
+    assert cli.main(args) == 0
     printed = capsys.readouterr().out
     md = (out / "smoke.md").read_text()
     assert printed.strip() == md.strip()
@@ -84,7 +85,7 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
         assert cells["Time per run (s)"] == pm("train_seconds", 1)
         assert cells["Device"] == runs[0]["device"] and cells["Seeds"] == "2"
         assert cells["Train / test images"] == "1000 / 500"
-        row = reproduce.ROWS[key]
+        row = paper.ROWS[key]
         assert cells["Paper test % (train)"] == f"{row.paper.test:.2f} ± {row.paper.std:.2f} ({row.paper.train:.2f})"
         s = next(r for r in summary["rows"] if r["key"] == key)
         assert s["status"] == "done" and s["best_test_acc"]["n"] == 2
@@ -97,10 +98,10 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     assert conv["Our setting"] == "1/128-1/1"
 
     # --resume-existing reuses finished runs (same numbers, nothing retrained) ...
-    assert train.main(args + ["--resume-existing"]) == 0
+    assert cli.main(args + ["--resume-existing"]) == 0
     assert "(reused," in capsys.readouterr().err
     again = json.loads((out / "smoke.json").read_text())
     assert [r["best_test_acc"] for r in again["rows"]] == [r["best_test_acc"] for r in summary["rows"]]
     # ... and refuses runs made with other settings
-    assert train.main(args + ["--resume-existing", "--epochs", "2"]) == 2
+    assert cli.main(args + ["--resume-existing", "--epochs", "2"]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err

@@ -9,17 +9,17 @@ import time
 import pytest
 import torch
 
-from tritonep import data, presets, train
+from tritonep import build, cli, presets, train
 
 
 def test_list_and_unknown_preset(capsys):
-    assert train.main(["train", "--list"]) == 0
+    assert cli.main(["train", "--list"]) == 0
     out = capsys.readouterr().out
     for name in ("mnist-2hl", "mnist-3hl", "mnist-5hl", "mnist-10hl", "mnist-10hl-res", "mnist-20hl-res",
                  "mnist-5hl-asym", "mnist-10hl-asym", "mnist-10hl-agt", "cifar10-10hl-res", "mnist-2hl-bp",
                  "mnist-2hl-pep", "mnist-3hl-pep", "mnist-10hl-asym-fa", "cifar10-5hl-asym-fa"):
         assert f"\n{name} " in "\n" + out, name
-    assert train.main(["train", "mnist-2hll"]) == 2
+    assert cli.main(["train", "mnist-2hll"]) == 2
     assert "unknown preset 'mnist-2hll'; did you mean mnist-2hl" in capsys.readouterr().err
 
 
@@ -33,14 +33,14 @@ def test_presets_carry_the_paper_settings():
     assert (pep["T"], pep["K"], pep["nudge"], pep["batch_size"], pep["lr"], pep["output"]) == (
         100, 20, 0.5, 20, [0.2, 0.05, 0.005], "neuron")
     for name, cfg in presets.PRESETS.items():  # every preset builds
-        net = train.build_net(cfg)
-        train.build_optimizer(net, cfg)
+        net = build.build_net(cfg)
+        build.build_optimizer(net, cfg)
 
 
 def test_bad_cli_input_is_reported(tmp_path, capsys):
-    assert train.main(["train", "mnist-2hl", "--data-dir", str(tmp_path / "none"), "--no-download", "--quiet"]) == 2
+    assert cli.main(["train", "mnist-2hl", "--data-dir", str(tmp_path / "none"), "--no-download", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert train.main(["train", "mnist-2hl", "--T", "0", "--no-download", "--quiet"]) == 2
+    assert cli.main(["train", "mnist-2hl", "--T", "0", "--no-download", "--quiet"]) == 2
     assert "T must be a positive int" in capsys.readouterr().err
 
 

@@ -6,11 +6,13 @@ pure-PyTorch reference path and Triton kernels.
     optimizer.step()
 """
 from .baselines import bp_gradients, bptt_gradients, feedforward
-from .conv import Conv, ConvEPNet
-from .net import Dense, EPNet, EPSequential
+from .conv import ConvEPNet
+from .layers import Conv, Dense
+from .net import EPNet
+from .sequential import EPSequential
 from .topology import Link, Topology
+from .version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = ["EPNet", "EPSequential", "Dense", "ConvEPNet", "Conv", "Link", "Topology", "bp_gradients", "bptt_gradients",
            "feedforward", "data", "__version__"]

@@ -1,4 +1,4 @@
-"""Data sets (MNIST, Fashion-MNIST, CIFAR-10) as tensors, and seeded batches.
+"""Data sets (MNIST, Fashion-MNIST, CIFAR-10) as tensors, seeded batches and augmentation.
 
 ``load(name, root)`` looks, in order, in: the directory given (or the
 ``TRITONEP_DATA`` environment variable), the download cache
@@ -32,6 +32,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 ENV_VAR = "TRITONEP_DATA"
@@ -388,3 +389,23 @@ class Batches:
 
     def __iter__(self):
         return self.epoch(0)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def augment(x: Tensor, *, pad: int = 4, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Random crop (zero padding ``pad``, a shift per image) and random horizontal flip,
+    on a batch (B, C, H, W); draws from
+    torch's RNG on x's device (saved in checkpoints) unless ``generator`` is given."""
+    if x.dim() != 4:
+        raise ValueError(f"augment takes images (B, C, H, W), got {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (B,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (B,), device=x.device, generator=generator)
+    flip = torch.rand(B, device=x.device, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(H, device=x.device)[None, :])                     # (B, H)
+    cols = dx[:, None] + torch.arange(W, device=x.device)[None, :]                       # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx_r = rows[:, None, :, None].expand(B, C, H, W + 2 * pad)
+    out = padded.gather(2, idx_r)
+    return out.gather(3, cols[:, None, None, :].expand(B, C, H, W))

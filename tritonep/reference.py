@@ -22,15 +22,14 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-Term = tuple[int, Tensor, float]
+from .options import ACTIVATIONS, choice
 
-ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
+Term = tuple[int, Tensor, float]
 
 
 def check_activation(name: str) -> str:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
-    return name
+    """``name`` if it is one of ``ACTIVATIONS``, else a ValueError listing them."""
+    return choice("activation", name, ACTIVATIONS)
 
 
 def activate(name: str, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -105,16 +104,8 @@ def readout(s_top: Tensor, W_f: Tensor, b_f: Optional[Tensor]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- dynamics
-def step(
-    states: Sequence[Optional[Tensor]],
-    drives: Sequence[Optional[Tensor]],
-    terms: Sequence[Sequence[Term]],
-    act: str,
-    *,
-    nudge=None,
-    out: Optional[Sequence[Tensor]] = None,
-    skip_terms: bool = False,
-) -> list:
+def step(states: Sequence[Optional[Tensor]], drives: Sequence[Optional[Tensor]], terms: Sequence[Sequence[Term]],
+         act: str, *, nudge=None, out: Optional[Sequence[Tensor]] = None, skip_terms: bool = False) -> list:
     """One synchronous step of every state layer.
 
     states: list indexed by layer, ``states[l]`` (B, n_l) for l = 1..n (index 0 unused).
@@ -153,24 +144,10 @@ def step(
     return new
 
 
-def relax(
-    states: Sequence[Optional[Tensor]],
-    drives: Sequence[Optional[Tensor]],
-    terms: Sequence[Sequence[Term]],
-    act: str,
-    steps: int,
-    *,
-    nudge=None,
-    buffers: Optional[tuple[Sequence[Tensor], Sequence[Tensor]]] = None,
-    from_zero: bool = False,
-) -> list:
-    """Run ``steps`` synchronous steps from ``states``; returns the final states.
-
-    buffers: two lists of (B, n_l) tensors to ping-pong between (the fast path,
-    under ``torch.no_grad``); ``states`` is never written. None = out of place.
-    from_zero: ``states`` are all zero, so the first step skips every product.
-    """
-    return relax_until(states, drives, terms, act, steps, nudge=nudge, buffers=buffers, from_zero=from_zero)[0]
+def relax(states: Sequence[Optional[Tensor]], drives: Sequence[Optional[Tensor]], terms: Sequence[Sequence[Term]],
+          act: str, steps: int, **options) -> list:
+    """``relax_until``'s final states alone (same arguments)."""
+    return relax_until(states, drives, terms, act, steps, **options)[0]
 
 
 def largest_change(cur: Sequence[Tensor], prev: Sequence[Tensor]) -> float:
@@ -195,68 +172,33 @@ def relax_until(
     buffers: Optional[tuple[Sequence[Tensor], Sequence[Tensor]]] = None,
     from_zero: bool = False,
 ) -> tuple[list, int]:
-    """``relax`` that may stop early: after every ``check_every``-th step, stop if
-    every sample's state change over that step is under ``tol``, i.e.
-    ``max_b sqrt(sum_l ||s_l[t] - s_l[t-1]||^2) < tol`` (one host sync per check).
-    Returns (final states, steps run); ``tol=None`` runs all ``steps``.
+    """Run up to ``steps`` synchronous steps from ``states``: (final states, steps run).
+
+    buffers: two lists of (B, n_l) tensors to ping-pong between (the fast path,
+    under ``torch.no_grad``); ``states`` is never written. None = out of place
+    (autograd can run through it). from_zero: ``states`` are all zero, so the first
+    step skips every product. tol, check_every: stop early (see ``iterate``).
+    """
+    def one(cur, t):
+        out = buffers[t % 2] if buffers is not None else None
+        return step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
+
+    return iterate(one, states, steps, tol=tol, check_every=check_every)
+
+
+def iterate(step_fn: Callable[[list, int], list], states: Sequence, steps: int, *, tol: Optional[float] = None,
+            check_every: int = 1) -> tuple[list, int]:
+    """Run ``states = step_fn(states, t)`` for t = 0..steps-1: the relaxation loop of
+    every net. After every ``check_every``-th step, stop if every sample's state
+    change over that step is under ``tol``, i.e. ``max_b sqrt(sum_l ||s_l[t] -
+    s_l[t-1]||^2) < tol`` (one host sync per check). Returns (final states, steps
+    run); ``tol=None`` runs all ``steps``.
     """
     cur = list(states)
     for t in range(steps):
-        out = buffers[t % 2] if buffers is not None else None
         prev = cur
-        cur = step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
+        cur = step_fn(cur, t)
         if tol is not None and (t + 1) % check_every == 0:
             if largest_change(cur, prev) < tol:
                 return cur, t + 1
     return cur, steps
-
-
-# ----------------------------------------------------------------------------- rules
-RULES = ("fre", "classic")
-NUDGINGS = ("positive", "symmetric", "random-sign")
-
-
-def add_link_update(
-    grad: Tensor,
-    rule: str,
-    post_a: Tensor,
-    post_b: Tensor,
-    pre_a: Tensor,
-    pre_b: Tensor,
-    pre_free: Tensor,
-    coef: float,
-    post_diff: Optional[Tensor] = None,
-) -> Tensor:
-    """Accumulate one link's contrastive update into ``grad`` (n_post, n_pre).
-
-    Phases a and b are the two nudged/free phases being contrasted (a = the more
-    positively nudged one). With ``coef`` carrying the sign and the scale:
-      fre:     grad += coef * (post_a - post_b)^T @ pre_free
-      classic: grad += coef * (post_a^T @ pre_a - post_b^T @ pre_b)
-    post_*: (B, n_post); pre_*: (B, n_pre). ``post_diff`` may pass a precomputed
-    ``post_a - post_b`` shared by several links into the same layer.
-    """
-    if rule == "fre":
-        d = post_diff if post_diff is not None else post_a - post_b
-        return grad.addmm_(d.t(), pre_free, alpha=coef)
-    if rule == "classic":
-        grad.addmm_(post_a.t(), pre_a, alpha=coef)
-        return grad.addmm_(post_b.t(), pre_b, alpha=-coef)
-    raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-
-
-def link_coefficient(rule: str, beta: float, span: float, batch: int, gain: Optional[float]) -> float:
-    """Scale of a contrastive update written as a descent direction into ``.grad``.
-
-    beta: nudge strength; span: beta_a - beta_b, the nudge difference between the
-    two phases contrasted (beta, 2 beta or +-beta); gain: the feedback gain that
-    reaches the layer (``normalize=True``) or None.
-      fre:     -(beta / span) / batch            (the paper's Delta W, not divided by beta)
-      classic: -(1 / span) / batch               (a finite-difference quotient)
-    ``normalize`` divides both by gain / beta (fre: by gain), so a layer's update
-    is of the order of its gradient whatever the nudge and feedback strengths.
-    """
-    c = -(beta / span if rule == "fre" else 1.0 / span) / batch
-    if gain is not None:
-        c = c / (gain if rule == "fre" else gain / beta)
-    return c

@@ -44,6 +44,12 @@ class Link:
     scale: float
     trained: bool
 
+    @property
+    def feeds_bias(self) -> bool:
+        """Whether this is the stack's layer feeding ``dst`` (``layers.{dst-1}``), whose
+        bias is ``dst``'s bias, trained by the same rule."""
+        return self.weight == f"layers.{self.dst - 1}"
+
 
 @dataclass(frozen=True)
 class Topology:

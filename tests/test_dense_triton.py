@@ -1,15 +1,17 @@
-"""Triton kernels against the reference, on odd shapes (no size is a multiple of a
+"""The dense Triton engine and its kernels against the reference engine, on odd shapes (no size is a multiple of a
 block). On CPU they run in Triton's interpreter (the conftest sets
 TRITON_INTERPRET=1); with a GPU the same tests run on CUDA. Outputs are
 NaN-poisoned before each launch, so an element a kernel fails to write fails."""
 import pytest
 import torch
 
-from tritonep import EPNet, fused
+from tritonep import EPNet, rules
 from tritonep import reference as ref
+from tritonep.engine.backend import interpreting, kernel_module
+from tritonep.engine.dense_triton import Blocks, Plan, plan_key
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not fused.interpreting(),
+pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(),
                                 reason="no GPU and TRITON_INTERPRET is not set")
 B = 37
 NETS = {
@@ -47,17 +49,17 @@ def batch(net, n=B):
     return x, y
 
 
-SMALL = fused.Blocks(relax_b=16, relax_n=32, relax_k=16, update_m=16, update_n=32, update_b=16)
+SMALL = Blocks(relax_b=16, relax_n=32, relax_k=16, update_m=16, update_n=32, update_b=16)
 
 
 def small_plan(net):
     """A plan with small tiles, so layers and links span several ragged tiles."""
-    return fused.Plan(net, torch.device(DEVICE), SMALL)
+    return Plan(net.spec(), torch.device(DEVICE), SMALL)
 
 
 def slot(plan, p):
     """(offset, numel) of parameter ``p``'s gradient in the plan's flat buffer."""
-    return plan.slices[[id(q) for q in plan.params].index(id(p))]
+    return plan.grads.slices[[id(q) for q in plan.grads.params].index(id(p))]
 
 
 def rel(a, b):
@@ -71,7 +73,7 @@ def random_states(plan, net, x):
 
 def to_frame(plan, states):
     frame = torch.full((B, plan.width), float("nan"), device=DEVICE)
-    for v, s in zip(fused.state_views(plan, frame, states[0])[1:], states[1:]):
+    for v, s in zip(plan.state_views(frame, states[0])[1:], states[1:]):
         v.copy_(s)
     return frame
 
@@ -80,12 +82,12 @@ def to_frame(plan, states):
 @pytest.mark.parametrize("name", list(NETS))
 @pytest.mark.parametrize("nudge", ["none", "dynamic", "frozen"])
 def test_relax_step_matches_reference(name, nudge):
-    relax_k, _ = fused.kernels()
+    relax_k = kernel_module("relax")
     net = make(name)
     x, y = batch(net)
     target = torch.nn.functional.one_hot(y, net.num_classes).float()
     plan = small_plan(net)
-    w, b = plan.pack(net, "ieee")
+    w, b = plan.pack(net.spec(), "ieee")
     states, other = random_states(plan, net, x), random_states(plan, net, x)
     beta = -0.7
     kw, nudge_ref = {}, None
@@ -110,7 +112,7 @@ def test_relax_step_matches_reference(name, nudge):
     relax_k.relax_step(s_in, s_out, net.layers[0](x).detach(), w, b, plan.tiles, plan.layers, plan.terms,
                        plan.scales, activation=net.activation, delta=delta, block_b=16, block_n=32, block_k=16,
                        **kw)
-    got = fused.state_views(plan, s_out, x)
+    got = plan.state_views(s_out, x)
     for l in range(1, net.n_state + 1):
         torch.testing.assert_close(got[l], want[l], rtol=1e-5, atol=1e-6, msg=f"layer {l}")
     change = sum(((w_ - s) ** 2).sum(1) for w_, s in zip(want[1:], states[1:]))
@@ -118,7 +120,7 @@ def test_relax_step_matches_reference(name, nudge):
 
 
 def test_readout_matches_reference():
-    relax_k, _ = fused.kernels()
+    relax_k = kernel_module("relax")
     net = make("chain-bias-random")
     x, y = batch(net)
     target = torch.softmax(torch.randn(B, 10, device=DEVICE), 1)  # soft targets too
@@ -141,13 +143,13 @@ def test_readout_matches_reference():
 @pytest.mark.parametrize("rule", ["fre", "classic"])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_update_matches_reference(name, rule, accumulate):
-    _, update_k = fused.kernels()
+    update_k = kernel_module("update")
     net = make(name)
     x, _ = batch(net)
     plan = small_plan(net)
     a, b0, free = (random_states(plan, net, x) for _ in range(3))
     coefs = torch.randn(len(plan.links), device=DEVICE)
-    start = torch.randn(plan.grad_numel, device=DEVICE)
+    start = torch.randn(plan.grads.flat.numel(), device=DEVICE)
     grads = start.clone() if accumulate else torch.full_like(start, float("nan"))
     update_k.contrastive_update(to_frame(plan, a), to_frame(plan, b0), to_frame(plan, free), x, grads, plan.up_tiles,
                                 plan.link_table, coefs, rule=rule, accumulate=accumulate, block_m=16, block_n=32,
@@ -157,12 +159,13 @@ def test_update_matches_reference(name, rule, accumulate):
         off, numel = slot(plan, net.matrix(k.weight))
         G = want[off:off + numel].view(net.matrix(k.weight).shape)
         c = coefs[i].item()
-        ref.add_link_update(G, rule, a[k.dst], b0[k.dst], a[k.src], b0[k.src], free[k.src], c)
-        bias = net.layer_bias(k.dst) if k.weight == f"layers.{k.dst - 1}" else None
+        rules.add_link_update(G, rule, a[k.dst], b0[k.dst], a[k.src], b0[k.src], free[k.src], c)
+        bias = net.layer_bias(k.dst) if k.feeds_bias else None
         if bias is not None:
             off, numel = slot(plan, bias)
             want[off:off + numel] += c * (a[k.dst] - b0[k.dst]).sum(0)
-    n_links = plan.slices[len(plan.params) - len(plan.head)][0] if plan.head else plan.grad_numel
+    params = plan.grads.params
+    n_links = plan.grads.slices[plan.n_link_params][0] if plan.n_link_params < len(params) else start.numel()
     torch.testing.assert_close(grads[:n_links], want[:n_links], rtol=1e-5, atol=1e-5)
 
 
@@ -196,16 +199,18 @@ def test_ep_step_backends_agree(name, opts):
         assert q.grad is not None, n
         assert rel(q.grad, p.grad) < 1e-5, (n, rel(q.grad, p.grad))
     # written in place: every trained parameter's .grad is a view of the plan's buffer
-    plan = fused.plan_for(b, x.device)
-    base = plan.grads.data_ptr()
-    for p in plan.params:
-        assert base <= p.grad.data_ptr() < base + 4 * plan.grad_numel
+    grads = b.triton_engine(x).grad_buffer()
+    base = grads.flat.data_ptr()
+    for p in grads.params:
+        assert base <= p.grad.data_ptr() < base + 4 * grads.flat.numel()
     assert b.last_steps == a.last_steps == {"free": 3, "nudged": [2, 2] if opts.get("nudging") == "symmetric" else [2]}
 
 
 def test_small_tiles_cross_every_edge(monkeypatch):
     """16-wide tiles: every layer and link spans several tiles, with ragged edges."""
-    monkeypatch.setattr(fused, "default_blocks", lambda device: fused.Blocks(16, 16, 16, 16, 16, 16))
+    import tritonep.net
+
+    monkeypatch.setattr(tritonep.net, "default_blocks", lambda device: Blocks(16, 16, 16, 16, 16, 16))
     a, b = pair("residual", nudging="symmetric")
     x, y = batch(a)
     a.ep_step(x, y)
@@ -310,7 +315,7 @@ def test_cli_trains_on_the_triton_backend_like_the_reference(tmp_path, data_dir)
     reference gives: same losses and accuracies, epoch by epoch."""
     import json
 
-    from tritonep.train import main
+    from tritonep.cli import main
 
     runs = {}
     for backend in ("torch", "triton"):
@@ -333,13 +338,13 @@ def test_persistent_kernel_agrees(name, opts):
     """One launch per phase (each program runs every step for its rows) computes
     what one launch per step computes, tile for tile; 16-row tiles so several
     programs share the batch."""
-    blocks = fused.Blocks(relax_b=16, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
+    blocks = Blocks(relax_b=16, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
     ref_net, step_net = pair(name, **opts)
     pers = make(name, persistent=True, **opts)
     pers.load_state_dict(ref_net.state_dict())
     for net in (step_net, pers):
-        plan = fused.Plan(net, torch.device(DEVICE), blocks)
-        net.__dict__["_plans"] = {(torch.device(DEVICE), tuple(id(p) for p in net.parameters())): plan}
+        spec = net.spec()
+        net.backend_state.buffers[plan_key(spec, torch.device(DEVICE))] = Plan(spec, torch.device(DEVICE), blocks)
     x, y = batch(ref_net)
     for net in (ref_net, step_net, pers):
         net.ep_step(x, y, T=4, K=3)
@@ -358,9 +363,9 @@ def test_deepcopy_and_pickle_leave_the_caches_behind():
     a, b = pair("chain")
     x, y = batch(a)
     b.ep_step(x, y)
-    assert b.__dict__.get("_plans")
+    assert b.backend_state.buffers
     c = copy.deepcopy(b)
-    assert not c.__dict__.get("_plans")
+    assert not c.backend_state.buffers
     buf = io.BytesIO()
     torch.save(b, buf)
     buf.seek(0)
@@ -370,27 +375,3 @@ def test_deepcopy_and_pickle_leave_the_caches_behind():
         net.ep_step(x, y)
         for p, q in zip(b.parameters(), net.parameters()):
             torch.testing.assert_close(q.grad, p.grad)
-
-
-def test_auto_backend_falls_back_when_the_first_triton_call_fails(monkeypatch):
-    """backend='auto' on a GPU where a kernel fails on first use: a warning, then the
-    reference path (same grads as backend='torch'); backend='triton' raises."""
-    a, b = pair("chain")
-    x, y = batch(a)
-    a.ep_step(x, y)
-    b.backend = "auto"
-    monkeypatch.setattr(type(b), "backend_for", lambda self, x: "torch" if self.__dict__.get("_triton_off")
-                        else "triton")
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("PTX compile failed (simulated)")
-
-    monkeypatch.setattr(fused, "ep_step", broken)
-    with pytest.warns(RuntimeWarning, match="simulated"):
-        b.ep_step(x, y)
-    for p, q in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(q.grad, p.grad)
-    c = make("chain")  # explicit backend="triton": the error propagates
-    monkeypatch.setattr(type(c), "backend_for", lambda self, x: "triton")
-    with pytest.raises(RuntimeError, match="simulated"):
-        c.ep_step(x, y)

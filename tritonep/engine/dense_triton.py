@@ -1,0 +1,313 @@
+"""The Triton engine of the dense nets (``EPNet``): the phases and updates of
+``dense_reference`` run by the kernels of ``tritonep.kernels`` (``relax``,
+``update``). The maths is the reference's; what differs is the memory layout the
+kernels want:
+
+- a *frame* per phase buffer: all state layers of a batch side by side, (B, N);
+- the matrices the dynamics read, packed into one flat buffer once per call
+  (one ``torch.cat``; transposition is a choice of strides in the term table);
+- every trained parameter's ``.grad`` a view of one flat buffer (``GradBuffer``),
+  so the update kernel writes all links' gradients in place in one launch.
+
+A ``Plan`` holds the int32 tables that map kernel programs to layers, links and
+tiles, laid out as ``tritonep.kernels.common`` defines; it depends only on the
+topology, the device and the block sizes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .backend import check_triton_input, kernel_module
+from .dense_reference import DenseSpec
+from .grads import GradBuffer
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Tile sizes of the kernels (powers of two, >= 16 for the GPU's dots)."""
+
+    relax_b: int = 64
+    relax_n: int = 64
+    relax_k: int = 32
+    update_m: int = 64
+    update_n: int = 64
+    update_b: int = 32
+    num_warps: int = 4
+
+
+def default_blocks(device: torch.device) -> Blocks:
+    if device.type != "cuda":  # the interpreter pays per program and loop step, not per element
+        return Blocks(relax_b=64, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
+    return Blocks()
+
+
+def _row(width: int, fields: dict) -> list[int]:
+    """One table row: ``fields`` maps column index -> value (columns from kernels.common)."""
+    row = [0] * width
+    for col, v in fields.items():
+        row[col] = int(v)
+    return row
+
+
+class Plan:
+    """Tables and buffers of one net on one device.
+
+    Frame columns: state layer l at ``[col[l], col[l] + n_l)``. Tables (int32, columns
+    named in ``tritonep.kernels.common``): relax tiles (layer, first unit); layers
+    (col, n, first and end term, bias offset, has drive); terms (source col, n_src,
+    weight offset, strides over source and destination units); update tiles (link,
+    first post unit, first pre unit); links (post col, n_post, pre col (-1: input),
+    n_pre, grad offset, bias grad offset).
+    """
+
+    def __init__(self, spec: DenseSpec, device: torch.device, blocks: Blocks):
+        c = kernel_module("common")
+        topo = spec.topology
+        sizes, n = topo.sizes, topo.n_state
+        self.device, self.blocks, self.top, self.sizes = device, blocks, n, list(sizes)
+        self.col = [0] * (n + 1)
+        for l in range(2, n + 1):
+            self.col[l] = self.col[l - 1] + sizes[l - 1]
+        self.width = self.col[n] + sizes[n]
+        for k in topo.links:
+            if k.src == 0 and (k.dst != 1 or k.weight != "layers.0"):
+                raise NotImplementedError("the Triton backend takes the input only through layers.0 into layer 1")
+
+        # matrices the dynamics read, each packed once; a term picks its orientation by strides
+        self.weight_keys: list[str] = []
+        w_off: dict[str, int] = {}
+        total = 0
+        term_rows, scales, layer_rows = [], [], [[0] * c.LAYER_FIELDS]
+        for l in range(1, n + 1):
+            t_begin = len(term_rows)
+            for k in topo.incoming(l):
+                W = spec.matrices[k.weight]
+                if k.weight not in w_off:
+                    w_off[k.weight] = total
+                    self.weight_keys.append(k.weight)
+                    total += W.numel()
+                n_in = W.shape[1]  # stored (out, in); term = s_src @ M with M = W (n_src, n_dst) or W^T
+                s_src, s_dst = (n_in, 1) if k.transpose else (1, n_in)
+                term_rows.append(_row(c.TERM_FIELDS, {c.TERM_SRC_COL: self.col[k.src], c.TERM_N_SRC: sizes[k.src],
+                                                      c.TERM_W_OFF: w_off[k.weight], c.TERM_STRIDE_SRC: s_src,
+                                                      c.TERM_STRIDE_DST: s_dst}))
+                scales.append(k.scale)
+            layer_rows.append(_row(c.LAYER_FIELDS, {c.LAYER_COL: self.col[l], c.LAYER_N: sizes[l],
+                                                    c.LAYER_TERM_BEGIN: t_begin, c.LAYER_TERM_END: len(term_rows),
+                                                    c.LAYER_BIAS: -1, c.LAYER_HAS_DRIVE: l == 1}))
+        self.bias_layers = []
+        b_total = 0
+        for l in range(2, n + 1):  # layer 1's bias is in the input drive
+            b = spec.biases[l]
+            if b is not None:
+                layer_rows[l][c.LAYER_BIAS] = b_total
+                self.bias_layers.append(l)
+                b_total += b.numel()
+        tiles = [_row(c.TILE_FIELDS, {c.TILE_LAYER: l, c.TILE_UNIT0: n0})
+                 for l in range(1, n + 1) for n0 in range(0, sizes[l], blocks.relax_n)]
+
+        # trained parameters, in the order of their slices of the flat gradient buffer
+        params: list[Tensor] = []
+        link_rows, up_tiles = [], []
+        self.links = topo.trained_links()
+        for i, k in enumerate(self.links):
+            g_off = sum(p.numel() for p in params)
+            params.append(spec.matrices[k.weight])
+            bias = spec.biases[k.dst] if k.feeds_bias else None
+            b_off = -1
+            if bias is not None:
+                b_off = g_off + params[-1].numel()
+                params.append(bias)
+            link_rows.append(_row(c.LINK_FIELDS, {
+                c.LINK_POST_COL: self.col[k.dst], c.LINK_N_POST: sizes[k.dst],
+                c.LINK_PRE_COL: -1 if k.src == 0 else self.col[k.src], c.LINK_N_PRE: sizes[k.src],
+                c.LINK_GRAD: g_off, c.LINK_BIAS_GRAD: b_off}))
+            up_tiles += [_row(c.UTILE_FIELDS, {c.UTILE_LINK: i, c.UTILE_POST0: m0, c.UTILE_PRE0: n0})
+                         for m0 in range(0, sizes[k.dst], blocks.update_m)
+                         for n0 in range(0, sizes[k.src], blocks.update_n)]
+        self.n_link_params = len(params)
+        if spec.readout is not None:  # the readout's exact gradient, written by torch into the same buffer
+            params += [p for p in spec.readout[:2] if p is not None]
+        self.grads = GradBuffer(params, device)
+
+        def table(rows, width):
+            return torch.tensor(rows or [[0] * width], dtype=torch.int32, device=device).reshape(-1, width)
+
+        self.tiles, self.layers = table(tiles, c.TILE_FIELDS), table(layer_rows, c.LAYER_FIELDS)
+        self.terms = table(term_rows, c.TERM_FIELDS)
+        self.scales = torch.tensor(scales or [0.0], dtype=torch.float32, device=device)
+        self.up_tiles, self.link_table = table(up_tiles, c.UTILE_FIELDS), table(link_rows, c.LINK_FIELDS)
+        self.n_tiles = len(tiles)
+        self.weights = torch.empty(max(total, 1), device=device)
+        self.biases = torch.empty(max(b_total, 1), device=device)
+        self._coefs: dict = {}
+        self._frames: dict = {}
+
+    # ------------------------------------------------------------------ buffers
+    def frames(self, tag: str, batch: int) -> tuple[Tensor, Tensor]:
+        """Two (B, N) frames to ping-pong between for one phase, reused across calls."""
+        key = (tag, batch)
+        f = self._frames.get(key)
+        if f is None:
+            if len(self._frames) > 24:  # many batch sizes seen: drop the old buffers
+                self._frames.clear()
+            f = self._frames[key] = tuple(torch.empty(batch, self.width, device=self.device) for _ in range(2))
+        return f
+
+    def scratch(self, batch: int, C: int):
+        """(delta (n_tiles, B), logits (B, C), error (B, C), neuron error (B, n_top))."""
+        key = ("scratch", batch, C)
+        s = self._frames.get(key)
+        if s is None:
+            s = self._frames[key] = (torch.empty(self.n_tiles, batch, device=self.device),
+                                     torch.empty(batch, C, device=self.device),
+                                     torch.empty(batch, C, device=self.device),
+                                     torch.empty(batch, self.sizes[self.top], device=self.device))
+        return s
+
+    def pack(self, spec: DenseSpec, precision: str) -> tuple[Tensor, Tensor]:
+        """Copy the matrices and biases the dynamics read into the packed buffers
+        (fp32, or int16 holding bf16 bits for ``precision="bf16"``)."""
+        if self.weight_keys:
+            torch.cat([spec.matrices[k].detach().reshape(-1) for k in self.weight_keys], out=self.weights)
+        if self.bias_layers:
+            torch.cat([spec.biases[l].detach() for l in self.bias_layers], out=self.biases)
+        w = self.weights
+        if precision == "bf16":
+            w = w.to(torch.bfloat16).view(torch.int16)
+        return w, self.biases
+
+    def coefs(self, values: list[float]) -> Tensor:
+        """The links' rule coefficients on the device (cached: no copy inside a CUDA graph)."""
+        key = tuple(values)
+        c = self._coefs.get(key)
+        if c is None:
+            if len(self._coefs) > 64:
+                self._coefs.clear()
+            c = self._coefs[key] = torch.tensor(values, dtype=torch.float32, device=self.device)
+        return c
+
+    def state_views(self, frame: Tensor, x: Tensor) -> list[Tensor]:
+        """``[x, s_1, ..., s_n]``: the layers of a frame as (B, n_l) views."""
+        return [x] + [frame[:, self.col[l]:self.col[l] + self.sizes[l]] for l in range(1, self.top + 1)]
+
+
+def plan_key(spec: DenseSpec, device: torch.device) -> tuple:
+    """What a plan depends on: the device and the parameters' identities (a replaced
+    parameter rebuilds it)."""
+    params = list(spec.matrices.values()) + [b for b in spec.biases if b is not None]
+    if spec.readout is not None:  # W_f, b_f (M_f may be a fresh transposed view: not an identity)
+        params += [p for p in spec.readout[:2] if p is not None]
+    return ("dense-plan", device, tuple(id(p) for p in params))
+
+
+class DenseTriton:
+    """One call's Triton engine over a cached ``Plan``; the interface of
+    ``DenseReference``, plus ``prepare`` (pack the weights, bind the grads)."""
+
+    def __init__(self, spec: DenseSpec, plan: Plan, *, precision: str, persistent: bool, check_every: int):
+        self.spec, self.plan, self.precision = spec, plan, precision
+        self.persistent, self.check_every = persistent, check_every
+        self.relax_k, self.update_k = kernel_module("relax"), kernel_module("update")
+        self.accumulate = True
+
+    def prepare(self, x: Tensor, *, graph: bool = False) -> None:
+        """Before a step: bind every ``.grad`` to the plan's buffer and pack the weights.
+        ``graph``: the captured step always accumulates, so fresh grads start at zero."""
+        check_triton_input(x)
+        self.accumulate = self.plan.grads.bind()
+        if not self.accumulate:
+            if graph:
+                self.plan.grads.flat.zero_()
+                self.accumulate = True
+            elif self.plan.n_link_params < len(self.plan.grads.params):
+                # the update kernel overwrites the links' slices; the readout's are added to
+                self.plan.grads.flat[self.plan.grads.slices[self.plan.n_link_params][0]:].zero_()
+        self.pack()
+
+    def pack(self) -> None:
+        """Copy the weights into the plan's packed buffers (inside a captured graph too)."""
+        self.w, self.b = self.plan.pack(self.spec, self.precision)
+
+    def grad_buffer(self) -> GradBuffer:
+        return self.plan.grads
+
+    def _phase(self, tag: str, start: Optional[Tensor], steps: int, *, nudge: int = 0, beta: float = 0.0,
+               tol: Optional[float] = None, **operands) -> tuple[Tensor, int]:
+        """Up to ``steps`` steps from the frame ``start`` (None: zero states): (frame, steps run)."""
+        plan, bl, relax_k = self.plan, self.plan.blocks, self.relax_k
+        frames = plan.frames(tag, self.x.shape[0])
+        common = dict(activation=self.spec.activation, nudge=nudge, top=plan.top, beta=beta,
+                      precision=self.precision, block_b=bl.relax_b, block_n=bl.relax_n, block_k=bl.relax_k,
+                      num_warps=bl.num_warps, **operands)
+        tables = (self.drive, self.w, self.b, plan.tiles, plan.layers, plan.terms, plan.scales)
+        if self.persistent and tol is None:  # the whole phase in one launch
+            return relax_k.relax_phase(start, frames, *tables, steps, from_zero=start is None, **common), steps
+        cur = start
+        for t in range(steps):
+            out = frames[t % 2]
+            track = tol is not None and (t + 1) % self.check_every == 0
+            relax_k.relax_step(cur if cur is not None else out, out, *tables, delta=self.delta if track else None,
+                               skip_terms=cur is None, **common)
+            cur = out
+            if track and self.delta.sum(0).max().item() < tol * tol:  # one host sync per check
+                return cur, t + 1
+        return cur, steps
+
+    def free(self, x: Tensor, T: int, tol: Optional[float] = None):
+        """Free phase from zero: (frame (B, N), steps run)."""
+        check_triton_input(x)
+        if not hasattr(self, "w"):
+            self.pack()
+        self.x = x.contiguous()
+        C = self.spec.readout[0].shape[0] if self.spec.readout is not None else self.plan.sizes[self.plan.top]
+        self.delta, self.logits_buf, self.err_buf, self.neuron_err = self.plan.scratch(x.shape[0], C)
+        self.drive = torch.nn.functional.linear(self.x, self.spec.matrices["layers.0"], self.spec.biases[1])
+        return self._phase("free", None, T, tol=tol)
+
+    def readout_input(self, frame: Tensor) -> Tensor:
+        return frame[:, self.plan.col[self.plan.top]:]
+
+    def readout(self, frame: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(out, error) of the free frame: logits and ``y - p`` by the readout kernel
+        (P-EP: the output rates and ``y - s_out``)."""
+        top = self.readout_input(frame)
+        if self.spec.readout is None:
+            torch.sub(target, top, out=self.neuron_err)
+            return top.clone(), self.neuron_err
+        W_f, b_f, _ = self.spec.readout
+        bl = self.plan.blocks
+        self.relax_k.readout(frame, self.plan.col[self.plan.top], top.shape[1], W_f.detach(),
+                             None if b_f is None else b_f.detach(), target.contiguous(), self.logits_buf,
+                             self.err_buf, precision=self.precision, block_b=bl.relax_b, block_k=bl.relax_k,
+                             num_warps=bl.num_warps)
+        return self.logits_buf.clone(), self.err_buf
+
+    def nudged(self, free: Tensor, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
+               tol: Optional[float], tag: str):
+        """A nudged phase from the free frame: (frame, steps run). ``error`` is the free
+        phase's (from ``readout``), used as it is when ``frozen``."""
+        r = self.relax_k
+        target = target.contiguous()
+        if self.spec.readout is None:
+            return self._phase(tag, free, K, nudge=r.NUDGE_NEURON_GIVEN if frozen else r.NUDGE_NEURON, beta=beta,
+                               tol=tol, target=target, error=error)
+        W_f, b_f, M_f = self.spec.readout
+        return self._phase(tag, free, K, nudge=r.NUDGE_SOFTMAX_GIVEN if frozen else r.NUDGE_SOFTMAX, beta=beta,
+                           tol=tol, target=target, W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(),
+                           M_f=M_f.detach(), error=error)
+
+    def update(self, rule: str, a: Tensor, b: Tensor, free: Tensor, coefs: list[float]) -> None:
+        """Every trained link's update (and bias) in one launch, into the grad buffer."""
+        bl, plan = self.plan.blocks, self.plan
+        self.update_k.contrastive_update(a, b, free, self.x, plan.grads.flat, plan.up_tiles, plan.link_table,
+                                         plan.coefs(coefs), rule=rule, accumulate=self.accumulate,
+                                         precision=self.precision, block_m=bl.update_m, block_n=bl.update_n,
+                                         block_b=bl.update_b, num_warps=bl.num_warps)
+
+    def views(self, frame: Tensor, x: Tensor) -> list[Tensor]:
+        return self.plan.state_views(frame, x)

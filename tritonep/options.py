@@ -1,0 +1,88 @@
+"""Option names, their validation, and the options of one EP step.
+
+The bottom of the package (it imports nothing from tritonep): every net, engine,
+trainer and command line takes its option names and checks from here, so an option
+is spelt and validated in one place.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+OUTPUTS = ("softmax", "neuron")
+ERRORS = ("dynamic", "frozen")
+BACKENDS = ("auto", "torch", "triton")
+PRECISIONS = ("ieee", "tf32", "bf16")
+RULES = ("fre", "classic")
+NUDGINGS = ("positive", "symmetric", "random-sign")
+ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
+
+
+def positive_int(name: str, v, what: str = "number of steps") -> int:
+    """``v`` if it is an int >= 1 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive int ({what}), got {v!r}")
+    return v
+
+
+def positive_float(name: str, v) -> float:
+    """``float(v)`` if it is a finite number > 0, else a ValueError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    return float(v)
+
+
+def optional_positive_float(name: str, v) -> Optional[float]:
+    return None if v is None else positive_float(name, v)
+
+
+def choice(name: str, v, options) -> str:
+    """``v`` if it is one of ``options``, else a ValueError listing them."""
+    if v not in options:
+        raise ValueError(f"unknown {name} {v!r}; expected one of {tuple(options)}")
+    return v
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """What one ``ep_step`` runs: phase lengths, rule, nudging, error mode,
+    normalisation and the convergence tolerance. A net holds its defaults as one
+    of these; ``override`` applies (and validates) the per-call keywords."""
+
+    T: int = 10
+    K: int = 10
+    rule: str = "fre"
+    nudging: str = "positive"
+    error: str = "dynamic"
+    normalize: bool = False
+    tol: Optional[float] = None
+
+    def __post_init__(self):
+        positive_int("T", self.T)
+        positive_int("K", self.K)
+        choice("rule", self.rule, RULES)
+        choice("nudging", self.nudging, NUDGINGS)
+        choice("error", self.error, ERRORS)
+        object.__setattr__(self, "normalize", bool(self.normalize))
+        object.__setattr__(self, "tol", optional_positive_float("tol", self.tol))
+
+    @property
+    def frozen(self) -> bool:
+        """The output error stays at its free-phase value during the nudged phase."""
+        return self.error == "frozen"
+
+    def override(self, **changes) -> "StepOptions":
+        """A copy with the keywords that are not None replaced (and validated)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **changes) if changes else self
+
+
+def draw_sign(nudging: str) -> float:
+    """The sign of the nudge for one step: -1 or +1 from torch's RNG for
+    ``"random-sign"`` (so seeded runs repeat), +1 otherwise."""
+    if nudging == "random-sign":
+        return 1.0 if torch.rand(()).item() < 0.5 else -1.0
+    return 1.0
