@@ -14,15 +14,11 @@ import sys
 import time
 
 import harness  # bench/harness.py
+from harness import sync
 import torch
 
 from tritonep import EPNet, data
 from tritonep.baselines import feedforward
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def timed(fn, repeat=3):
@@ -54,6 +50,21 @@ def gemm_floor(n_batches, B, T, K, device="cpu"):
     return timed(lambda: [one() for _ in range(n_batches)], repeat=2)
 
 
+def epoch_seconds(net, batches, step) -> float:
+    """Best of two timed epochs of Adam on ``step(xb, yb)`` (which fills ``.grad``),
+    after one warm-up epoch (kernel compilation, CUDA graph capture)."""
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+
+    def epoch():
+        for xb, yb in batches.epoch(0):
+            opt.zero_grad()
+            step(xb, yb)
+            opt.step()
+
+    epoch()
+    return timed(epoch, repeat=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=None)
@@ -71,30 +82,13 @@ def main():
     rows = {}
     for K in (5, 10):
         net = EPNet([784, 512, 512, 10], feedback=0.01, nudge=0.1, T=10, K=K, backend=args.backend).to(dev)
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-
-        def epoch():
-            for xb, yb in batches.epoch(0):
-                opt.zero_grad()
-                net.ep_step(xb, yb)
-                opt.step()
-
-        epoch()  # warm-up: kernel compilation, CUDA graph capture
-        ep = timed(epoch, repeat=2)
+        ep = epoch_seconds(net, batches, net.ep_step)
         floor = gemm_floor(n, 500, 10, K, dev)
         rows[f"ep_K{K}"] = {"epoch_seconds": ep, "gemm_floor_seconds": floor, "ratio_to_floor": ep / floor}
         print(f"EP T=10 K={K}: epoch {ep:.2f} s, GEMM floor {floor:.2f} s, ratio {ep / floor:.2f}", flush=True)
     net = EPNet([784, 512, 512, 10]).to(dev)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-
-    def bp_epoch():
-        for xb, yb in batches.epoch(0):
-            opt.zero_grad()
-            net.loss(feedforward(net, xb), torch.nn.functional.one_hot(yb, 10).float()).backward()
-            opt.step()
-
-    bp_epoch()
-    bp = timed(bp_epoch, repeat=2)
+    bp = epoch_seconds(net, batches, lambda xb, yb: net.loss(
+        feedforward(net, xb), torch.nn.functional.one_hot(yb, 10).float()).backward())
     rows["bp"] = {"epoch_seconds": bp}
     for K in (5, 10):
         rows[f"ep_K{K}"]["ep_bp_ratio"] = rows[f"ep_K{K}"]["epoch_seconds"] / bp

@@ -247,23 +247,18 @@ class GradAllReduce:
                         p.grad.mul_(weight)
             return
         for members, flat in self.buckets:
-            off = 0
-            for p in members:
-                n = p.numel()
+            views = list(_views(members, flat))
+            for p, v in views:
                 if p.grad is None:
-                    flat[off:off + n].zero_()
+                    v.zero_()
                 else:
-                    flat[off:off + n].copy_(p.grad.reshape(-1))
-                off += n
+                    v.copy_(p.grad)
             flat.mul_(weight)  # before the sum: a partial last batch weighs by its shard sizes
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            off = 0
-            for p in members:
-                n = p.numel()
+            for p, v in views:
                 if p.grad is None:
                     p.grad = torch.empty_like(p)
-                p.grad.copy_(flat[off:off + n].view_as(p))
-                off += n
+                p.grad.copy_(v)
 
 
 class ShardedBatches:
@@ -298,3 +293,10 @@ class ShardedBatches:
             part = torch.tensor_split(idx, self.world_size)[self.rank]
             yield self.x.index_select(0, part), self.y.index_select(0, part), int(idx.numel())
 
+
+def _views(members: list, flat: Tensor) -> Iterator[tuple[torch.nn.Parameter, Tensor]]:
+    """Each parameter of a bucket with its slice of the bucket's flat buffer, shaped like it."""
+    off = 0
+    for p in members:
+        yield p, flat[off:off + p.numel()].view_as(p)
+        off += p.numel()

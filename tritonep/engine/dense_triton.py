@@ -214,6 +214,7 @@ class DenseTriton:
         self.persistent, self.check_every = persistent, check_every
         self.relax_k, self.update_k = kernel_module("relax"), kernel_module("update")
         self.accumulate = True
+        self.w: Optional[Tensor] = None  # the packed weights (``pack``)
 
     def prepare(self, x: Tensor, *, graph: bool = False) -> None:
         """Before a step: bind every ``.grad`` to the plan's buffer and pack the weights.
@@ -261,7 +262,7 @@ class DenseTriton:
     def free(self, x: Tensor, T: int, tol: Optional[float] = None):
         """Free phase from zero: (frame (B, N), steps run)."""
         check_triton_input(x)
-        if not hasattr(self, "w"):
+        if self.w is None:  # a free phase alone (relax): nothing packed yet
             self.pack()
         self.x = x.contiguous()
         C = self.spec.readout[0].shape[0] if self.spec.readout is not None else self.plan.sizes[self.plan.top]
