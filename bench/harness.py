@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from tritonep.engine.backend import interpreting
+
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 
@@ -44,11 +46,6 @@ def require(backend: str, dry: bool) -> None:
         import pytest
 
         pytest.skip("torch.compile on CPU: set TRITONEP_BENCH_COMPILE=1")
-
-
-def interpreting() -> bool:
-    """Triton kernels run in the CPU interpreter (the dry run of the GPU check)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def compiled_ep_step(net, contrast):

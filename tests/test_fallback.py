@@ -1,4 +1,5 @@
-"""The first-use fallback both nets share (``EPModule``): an ``auto`` net whose
+"""The backend state both nets share (``EPModule``, ``engine.backend``): the buffer
+cache, and the first-use fallback: an ``auto`` net whose
 Triton path fails on its first call (a kernel that does not compile on some GPU)
 warns once and stays on the reference, with the reference's grads; an explicit
 ``backend="triton"`` raises. The Triton engine is replaced by one that fails, so
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from tritonep import ConvEPNet, EPNet
+from tritonep.engine.backend import BackendState
 
 NETS = {
     "dense": (lambda backend: EPNet([50, 129, 33, 10], feedback=0.3, nudge=0.5, T=3, K=2, backend=backend),
@@ -42,3 +44,14 @@ def test_auto_net_falls_back_when_the_first_triton_call_fails(monkeypatch, kind)
     monkeypatch.setattr(cls, "backend_for", lambda self, x, tol=None: "triton")
     with pytest.raises(RuntimeError, match="simulated"):
         c.ep_step(x, y)
+
+
+def test_buffer_cache_drops_only_the_kind_that_overflows():
+    """Many batch sizes overflow the workspaces; the plan (another kind) is kept."""
+    state = BackendState()
+    plan = state.cached(("dense-plan", "cpu"), object)
+    made = [state.cached(("dense", "free", b), object, limit=4) for b in range(4)]
+    assert state.cached(("dense", "free", 3), object, limit=4) is made[3]  # a hit makes nothing
+    state.cached(("dense", "free", 99), object, limit=4)  # the fifth workspace: the four old ones go
+    assert [k for k in state.buffers if k[0] == "dense"] == [("dense", "free", 99)]
+    assert state.cached(("dense-plan", "cpu"), object) is plan

@@ -82,7 +82,7 @@ class EPModule(nn.Module):
         raise NotImplementedError
 
     def triton_engine(self, x: Tensor):
-        """The Triton engine for input ``x`` (checks device and dtype)."""
+        """The Triton engine for input ``x`` (its device, batch size), input unchecked."""
         raise NotImplementedError
 
     def check_input(self, x: Tensor) -> Tensor:
@@ -196,7 +196,7 @@ class EPModule(nn.Module):
 
         done = None
         if self.backend_for(x, o.tol) == "triton":
-            done = self.backend_state.first_use(self.backend, lambda: free(self.triton_engine(x)))
+            done = self.backend_state.first_use(self.backend, lambda: free(self._checked_triton_engine(x)))
         states, t = done if done is not None else free(self.reference_engine())
         self.last_steps = {"free": t, "nudged": []}
         return states
@@ -237,8 +237,13 @@ class EPModule(nn.Module):
         self.last_steps = {"free": t_free, "nudged": steps}
         return loss, out
 
+    def _checked_triton_engine(self, x: Tensor):
+        """``triton_engine(x)`` once ``x`` is known to suit the kernels (device, float32)."""
+        be.check_triton_input(x)
+        return self.triton_engine(x)
+
     def _triton_step(self, x: Tensor, target: Tensor, o: StepOptions, sign: float):
-        engine = self.triton_engine(x)
+        engine = self._checked_triton_engine(x)
         graphs = self.backend_state.graphs
         if self.cuda_graph and o.tol is None and x.is_cuda and not graphs.off:
             engine.prepare(x, graph=True)  # bind every .grad to the buffer the graph writes

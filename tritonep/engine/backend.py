@@ -68,13 +68,17 @@ class BackendState:
     graphs: GraphCache = field(default_factory=GraphCache)
     buffers: dict = field(default_factory=dict)
 
-    def cached(self, key, make: Callable, limit: int = 16):
-        """``buffers[key]``, made by ``make()`` on first use (all dropped past ``limit``
-        entries, e.g. when many batch sizes are seen)."""
+    def cached(self, key: tuple, make: Callable, limit: int = 16):
+        """``buffers[key]``, made by ``make()`` on first use. ``key[0]`` names the kind
+        (``"dense"`` workspaces, ``"dense-plan"``, ``"conv-frames"``, ...): past ``limit``
+        entries of one kind (many batch sizes seen) that kind's are dropped, and only
+        that kind's, so workspace churn never drops a plan."""
         v = self.buffers.get(key)
         if v is None:
-            if len(self.buffers) >= limit:
-                self.buffers.clear()
+            same = [k for k in self.buffers if k[0] == key[0]]
+            if len(same) >= limit:
+                for k in same:
+                    del self.buffers[k]
             v = self.buffers[key] = make()
         return v
 

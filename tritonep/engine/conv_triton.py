@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import reference as ref
-from .backend import check_triton_input, kernel_module
+from .backend import kernel_module
 from .conv_reference import ConvReference, ConvSpec
 from .grads import GradBuffer
 
@@ -56,7 +56,6 @@ class ConvTriton(ConvReference):
     def prepare(self, x: Tensor, *, graph: bool = False) -> None:
         """Before a step. ``graph``: a captured step adds into fixed buffers, so every
         ``.grad`` is bound to one (fresh ones zeroed)."""
-        check_triton_input(x)
         if graph and not self.grads.bind():
             self.grads.flat.zero_()
 
@@ -126,18 +125,18 @@ class ConvTriton(ConvReference):
 
     def free(self, x: Tensor, T: int, tol: Optional[float] = None):
         self._no_tol(tol)
-        check_triton_input(x)
         self.x = x
         self.drive_list = self.drives(x)
         self.drive = self.drive_list[1].contiguous()
         self.free_frame = self._phase(None, "free", T)
-        return self.views(self.free_frame, x), T
+        return self._states(self.free_frame), T
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
                tol: Optional[float], tag: str):
         self._no_tol(tol)
         f = self._phase(self.free_frame, tag, K, self.nudge(free, target, beta, frozen))
-        return self.views(f, self.x), K
+        return self._states(f), K
 
-    def views(self, f, x: Tensor) -> list[Tensor]:
-        return f if isinstance(f, list) else [x] + f["s"][1:]
+    def _states(self, f: dict) -> list[Tensor]:
+        """A frame's states ``[x, s_1, ..., s_n]``, as the reference holds them."""
+        return [self.x] + f["s"][1:]

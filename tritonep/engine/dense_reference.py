@@ -42,6 +42,10 @@ class DenseSpec:
     biases: list
     readout: Optional[tuple]
 
+    def input_drive(self, x: Tensor) -> Tensor:
+        """Layer 1's input drive ``x @ W0^T + b_1``: (B, n_in) -> (B, n_1)."""
+        return F.linear(x, self.matrices["layers.0"], self.biases[1])
+
 
 class DenseReference(ReferenceEngine):
     """One call's reference engine. workspace: the net's buffer cache
@@ -64,8 +68,7 @@ class DenseReference(ReferenceEngine):
     def drives(self, x: Tensor) -> list[Optional[Tensor]]:
         """Per state layer: input drive ``x @ W0^T + b_1`` (B, n_1) for layer 1, the bias
         (n_l,) or None after; computed once per batch."""
-        d: list[Optional[Tensor]] = [None, F.linear(x, self.spec.matrices["layers.0"], self.spec.biases[1])]
-        return d + list(self.spec.biases[2:])
+        return [None, self.spec.input_drive(x)] + list(self.spec.biases[2:])
 
     def zero_states(self, x: Tensor) -> list[Tensor]:
         """The free phase's start: ``[x, 0, ..., 0]`` (zeros (B, n_l) per state layer)."""
