@@ -4,6 +4,9 @@ backend, times epochs and a 50-epoch mnist-2hl run, and writes one JSON summary.
     bash bench/gpu_check.sh                 # on a GPU machine; results under $OUT (or bench/results/gpu-check)
     python bench/gpu_check.py --dry-run     # on CPU: every step, shrunk, kernels in the interpreter
 
+The summary also holds the static roofline (``bench/roofline.py``: each kernel's
+floor on an H100 and H200 at the headline shape) beside the measured times.
+
 Each step runs as a subprocess with its own time limit, so one failing or slow
 step is recorded and the rest still run. The summary
 (``gpu-check-DATE-GPU.json``) has the keys the kernels issue asks for: gpu,
@@ -24,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from summarize import bench_table, markdown as bench_markdown  # noqa: E402  (bench/ is on sys.path)
+import roofline  # noqa: E402  (bench/ is on sys.path)
+from summarize import bench_table, markdown as bench_markdown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {  # the kernels issue's targets on an H100
@@ -83,15 +87,22 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
     rows = bench_table(out / "bench.json")
     torch_ep = pick(rows, case="ep_step", net="2hl-512-K10", backend="torch")
     speedups = {b: ratio(torch_ep, pick(rows, case="ep_step", net="2hl-512-K10", backend=b))
-                for b in ("compile", "triton", "triton-graph", "triton-persistent")}
+                for b in ("compile", "triton", "triton-graph", "triton-graph-tf32", "triton-persistent")}
     best = max((v for v in speedups.values() if v is not None), default=None)
     cublas = pick(rows, case="cublas_tf32", net="2hl-512-K10")
     relax_frac = {b: ratio(cublas, pick(rows, case="relax_step", net="2hl-512-K10", backend=b))
                   for b in ("triton", "triton-tf32")}
     epoch = json.loads((out / "epoch.json").read_text()) if (out / "epoch.json").is_file() else None
     train = json.loads((out / "mnist-2hl.json").read_text()) if (out / "mnist-2hl.json").is_file() else None
+    net = "2hl-512-K10"  # the roofline's headline shape; measured per launch (relax_step: one free step)
+    measured = {(p, k): pick(rows, case=case, net=net, backend=b) for p, sfx in (("ieee", ""), ("tf32", "-tf32"))
+                for k, case, b in (("relax_step", "relax_step", "triton" + sfx), ("update", "update", "triton" + sfx),
+                                   ("ep_step", "ep_step", "triton-graph" + sfx))}
+    roof = roofline.roofline()
     summary = {
         **info,
+        "roofline": {**roof, "measured_s": {f"{p}/{k}": v for (p, k), v in measured.items()},
+                     "table": roofline.table(roof, {k: v for k, v in measured.items() if v})},
         "ep_step_speedup_vs_torch": speedups["triton-graph"] if speedups["triton-graph"] else best,
         "ep_step_speedups_by_backend": speedups,
         "relax_fraction_of_cublas_tf32": relax_frac["triton-tf32"],
@@ -127,7 +138,8 @@ def _run_summary(path: Path):
 
 
 def markdown(summary: dict) -> str:
-    lines = [bench_markdown(summary["benchmarks"] + summary["conv_benchmarks"])]
+    lines = [bench_markdown(summary["benchmarks"] + summary["conv_benchmarks"]), "", "Static roofline (bench/roofline.py) "
+             "beside the measured times:", "```", summary["roofline"]["table"], "```"]
     lines += ["", "| target | value | reached |", "|---|---|---|"]
     for k, t in summary["targets"].items():
         v = t["value"]

@@ -6,7 +6,9 @@ update, one ``ep_step``, and a BP step of the same net in the same harness.
 Backends: ``torch`` (the reference, eager), ``compile`` (``torch.compile`` of the
 reference phases), ``triton`` (the kernels, one launch per step) and
 ``triton-graph`` (the whole ``ep_step`` replayed as one CUDA graph) and
-``triton-persistent`` (one launch per phase, in a CUDA graph). The Triton
+``triton-persistent`` (one launch per phase, in a CUDA graph). Triton backends
+compute with ``precision="ieee"``; a ``-tf32`` suffix (``triton-graph-tf32``,
+``triton-tf32``) runs the same case with tf32 operands. The Triton
 cases need CUDA (the CPU interpreter is for correctness, not speed); ``compile``
 runs on CUDA, or on CPU with TRITONEP_BENCH_COMPILE=1. The batch/width scaling
 sweep runs on CUDA, or on CPU with TRITONEP_BENCH_ALL=1.
@@ -30,7 +32,7 @@ NETS = {  # name: (sizes, options, batch, T, K)
     "3hl-512": ([784, 512, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 18, 10),
     "10hl-64-res": ([784] + [64] * 10 + [10], dict(feedback=0.1, nudge=0.1, residual=3), 500, 100, 50),
 }
-BACKENDS = ["torch", "compile", "triton", "triton-graph", "triton-persistent"]
+BACKENDS = ["torch", "compile", "triton", "triton-graph", "triton-graph-tf32", "triton-persistent"]
 SCALING = [(b, 512) for b in (64, 256, 1024, 4096)] + [(500, w) for w in (256, 1024, 2048, 4096)]
 # dry run (bench/gpu_check.py --dry-run): tiny nets, Triton cases in the CPU interpreter,
 # to exercise every code path without a GPU; the numbers mean nothing
@@ -56,10 +58,16 @@ def case(name: str, backend: str):
     return (*build(sizes, opts, batch, T, K, backend), batch)
 
 
+def precision(backend: str) -> str:
+    """The Triton precision a backend name asks for: ``tf32`` with a ``-tf32`` suffix, else ``ieee``."""
+    return "tf32" if backend.endswith("-tf32") else "ieee"
+
+
 def build(sizes, opts, batch, T, K, backend):
     b = "torch" if backend in ("torch", "compile") else "triton"
-    net = EPNet(sizes, T=T, K=K, backend=b, cuda_graph=backend in ("triton-graph", "triton-persistent"),
-                persistent=backend == "triton-persistent", **opts).to(DEVICE)
+    net = EPNet(sizes, T=T, K=K, backend=b, precision=precision(backend),
+                cuda_graph=backend.startswith(("triton-graph", "triton-persistent")),
+                persistent=backend.startswith("triton-persistent"), **opts).to(DEVICE)
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.rand(batch, sizes[0], device=DEVICE, generator=g)
     y = torch.randint(0, sizes[-1], (batch,), device=DEVICE, generator=g)
@@ -111,14 +119,14 @@ def test_relax_step(benchmark, name, backend):
         else:
             eng = net.triton_engine(x)
             relax_k, plan = eng.relax_k, eng.plan
-            prec = "tf32" if backend.endswith("tf32") else "ieee"
+            prec = precision(backend)
             w, b = plan.pack(net.spec(), prec)
             f_in, f_out = plan.frames("bench", batch)
             for v, s in zip(plan.state_views(f_in, x)[1:], states[1:]):
                 v.copy_(s)
             drive, bl = net.layers[0](x), plan.blocks
             fn = lambda: relax_k.relax_step(  # noqa: E731
-                f_in, f_out, drive, w, b, plan.tiles, plan.layers, plan.terms, plan.scales,
+                f_in, f_out, drive, w, b, plan.tiles, plan.layers, plan.terms,
                 activation=net.activation, precision=prec, block_b=bl.relax_b, block_n=bl.relax_n,
                 block_k=bl.relax_k, num_warps=bl.num_warps)
     flops = 2 * batch * sum(net.topology.sizes[k.src] * net.topology.sizes[k.dst]
@@ -145,7 +153,7 @@ def test_cublas_tf32_same_gemms(benchmark, name):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "triton-tf32"])
 @pytest.mark.parametrize("name", ["2hl-512-K10", "10hl-64-res"])
 def test_contrastive_update(benchmark, name, backend):
     net, x, y, batch = case(name, backend)
@@ -169,8 +177,8 @@ def test_contrastive_update(benchmark, name, backend):
             plan.grads.bind()
             fn = lambda: update_k.contrastive_update(  # noqa: E731
                 frames[0], frames[1], frames[1], x, plan.grads.flat, plan.up_tiles, plan.link_table, coefs, rule="fre",
-                accumulate=False, block_m=bl.update_m, block_n=bl.update_n, block_b=bl.update_b,
-                num_warps=bl.num_warps)
+                accumulate=False, precision=precision(backend), block_m=bl.update_m, block_n=bl.update_n,
+                block_b=bl.update_b, num_warps=bl.update_warps)
     bench(benchmark, torch.no_grad()(fn), case="update", net=name, backend=backend, batch=batch)
 
 

@@ -124,15 +124,17 @@ def load_weights(ptrs, mask, W_BF16: tl.constexpr):
 
 
 @triton.jit
-def dot(a, b, PRECISION: tl.constexpr):
-    """fp32 x fp32 -> fp32 with the requested operand precision ("ieee", "tf32",
-    "bf16"), fp32 accumulation. Both operands' tiles must be at least 16 x 16 on a GPU.
+def dot(a, b, PRECISION: tl.constexpr, acc=None):
+    """``acc + a @ b`` (fp32 x fp32 -> fp32; ``acc`` None: ``a @ b``) with the requested
+    operand precision ("ieee", "tf32", "bf16"), fp32 accumulation. Both operands'
+    tiles must be at least 16 x 16 on a GPU. Accumulating in the dot itself lets the
+    tensor-core paths add into their accumulator registers in place.
 
     bf16: both operands rounded to bf16, then multiplied on the tf32 path, where
     bf16 values are exact; this gives a bf16 dot's numbers on the GPU and in the CPU
     interpreter alike (whose bf16 dot is broken)."""
     if PRECISION == "bf16":
-        d = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="tf32")
+        d = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc, input_precision="tf32")
     else:
-        d = tl.dot(a, b, input_precision=PRECISION)
+        d = tl.dot(a, b, acc, input_precision=PRECISION)
     return d

@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from .common import ACTIVATION_CODES, activate
+from .launch import launch
 
 
 @triton.jit
@@ -100,12 +101,13 @@ def conv_epilogue(A, s_out, *, pool: int, activation: str, bias=None, g1=None, s
     if P > 1 and (o_out is None or idx_out is None):
         raise ValueError("conv_epilogue: a pooled layer needs o_out and idx_out")
     dummy = A
-    _conv_epilogue_kernel[(triton.cdiv(n_windows, block),)](
-        A, bias if bias is not None else dummy, g1 if g1 is not None else dummy, g2 if g2 is not None else dummy,
-        idx_in if idx_in is not None else dummy, s_out, o_out if o_out is not None else dummy,
-        idx_out if idx_out is not None else dummy,
-        n_windows, C, H, W, Hp, Wp, Wc, Hc * Wc, float(scale1), float(scale2),
-        ACT=ACTIVATION_CODES[activation], P=P, WIN=triton.next_power_of_2(P * P), HAS_BIAS=bias is not None,
-        HAS_G1=g1 is not None, HAS_G2=g2 is not None, WRITE_POOL=P > 1, BLOCK=block, num_warps=num_warps,
-    )
+    args = (A, bias if bias is not None else dummy, g1 if g1 is not None else dummy, g2 if g2 is not None else dummy,
+            idx_in if idx_in is not None else dummy, s_out, o_out if o_out is not None else dummy,
+            idx_out if idx_out is not None else dummy, n_windows, C, H, W, Hp, Wp, Wc, Hc * Wc, float(scale1),
+            float(scale2))
+    consts = dict(ACT=ACTIVATION_CODES[activation], P=P, WIN=triton.next_power_of_2(P * P), HAS_BIAS=bias is not None,
+                  HAS_G1=g1 is not None, HAS_G2=g2 is not None, WRITE_POOL=P > 1)
+    # not autotuned: elementwise, and idx_in may be the buffer idx_out overwrites
+    launch(_conv_epilogue_kernel, lambda m: (triton.cdiv(n_windows, m["BLOCK"]),), args, consts,
+           dict(BLOCK=block, num_warps=num_warps))
     return s_out

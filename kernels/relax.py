@@ -43,6 +43,7 @@ from .common import (
     term_row,
     tile_row,
 )
+from .launch import Space, launch
 
 # the codes stay importable from here: callers pass relax.NUDGE_* to the launchers
 __all__ = ["ACTIVATION_CODES", "NUDGE_NEURON", "NUDGE_NEURON_GIVEN", "NUDGE_NONE", "NUDGE_SOFTMAX",
@@ -53,20 +54,20 @@ _NUDGE_NONE, _NUDGE_SOFTMAX, _NUDGE_SOFTMAX_GIVEN, _NUDGE_NEURON = map(
 
 
 @triton.jit
-def _frame_times(S, stride_s, col, n_src, rb, mb, M, stride_k, stride_n, rn, mn,
-                 W_BF16: tl.constexpr, PRECISION: tl.constexpr,
-                 BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``S[rb, col:col + n_src] @ M[:, rn]`` as a (BLOCK_B, BLOCK_N) fp32 tile, zero
-    outside the masks ``mb``, ``mn``; ``M[k, j]`` is stored at ``M + k * stride_k +
-    j * stride_n``, so one packed matrix serves as W or W^T."""
+def _frame_times(acc, S, stride_s, col, n_src, rb, mb, M, stride_k, stride_n, rn, mn,
+                 W_BF16: tl.constexpr, PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``acc + S[rb, col:col + n_src] @ M[:, rn]``, acc a (BLOCK_B, BLOCK_N) fp32 tile;
+    zero outside the masks ``mb``, ``mn``. ``M[k, j]`` is stored at ``M + k * stride_k
+    + j * stride_n``, so a packed matrix serves as W or W^T. Accumulating every link
+    into the one tile (scales folded into the packed matrices) keeps a single
+    accumulator live, which is what keeps the step kernel's registers down."""
     rk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, n_src, BLOCK_K):
         kk = k0 + rk
         mk = kk < n_src
         s = tl.load(S + rb[:, None] * stride_s + col + kk[None, :], mask=mb[:, None] & mk[None, :], other=0.0)
         w = load_weights(M + rn[None, :] * stride_n + kk[:, None] * stride_k, mk[:, None] & mn[None, :], W_BF16)
-        acc += dot(s, w, PRECISION)
+        acc = dot(s, w, PRECISION, acc)
     return acc
 
 
@@ -79,8 +80,8 @@ def _softmax_error(S, stride_s, col, n_top, Wf, stride_wf, Bf, Y, stride_y, rb, 
     rc = tl.arange(0, BLOCK_C)
     mc = rc < C
     # logits = s_top @ W_f^T: W_f (C, n_top) read transposed, unit stride over k; W_f is fp32
-    logits = _frame_times(S, stride_s, col, n_top, rb, mb, Wf, 1, stride_wf, rc, mc, False, PRECISION,
-                          BLOCK_B, BLOCK_C, BLOCK_K)
+    logits = _frame_times(tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32), S, stride_s, col, n_top, rb, mb, Wf, 1,
+                          stride_wf, rc, mc, False, PRECISION, BLOCK_K)
     if HAS_BF:
         logits += tl.load(Bf + rc, mask=mc, other=0.0)[None, :]
     z = tl.where(mc[None, :], logits, float("-inf"))
@@ -94,9 +95,9 @@ def _softmax_error(S, stride_s, col, n_top, Wf, stride_wf, Bf, Y, stride_y, rb, 
 
 @triton.jit
 def _step_tile(
-    S_in, S_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, Delta,
+    S_in, S_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Delta,
     B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-    pid_b, pid_t, skip_terms,
+    pid_b, pid_t, SKIP_TERMS: tl.constexpr,
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, TRACK: tl.constexpr,
     W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -113,14 +114,13 @@ def _step_tile(
     m2 = mb[:, None] & mn[None, :]
 
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    if skip_terms:  # the first free step starts from zero states: only drives count
+    if SKIP_TERMS:  # the first free step starts from zero states: only drives count
         pass
     else:
         for t in range(t_begin, t_end):
             src_col, n_src, w_off, stride_k, stride_n = term_row(terms, t)
-            part = _frame_times(S_in, stride_s, src_col, n_src, rb, mb, W + w_off, stride_k, stride_n, rn, mn,
-                                W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K)
-            acc += tl.load(scales + t) * part
+            acc = _frame_times(acc, S_in, stride_s, src_col, n_src, rb, mb, W + w_off, stride_k, stride_n, rn, mn,
+                               W_BF16, PRECISION, BLOCK_K)
 
     if has_drive != 0:
         acc += tl.load(Drive + rb[:, None] * stride_d + rn[None, :], mask=m2, other=0.0)
@@ -139,7 +139,7 @@ def _step_tile(
                     err = tl.load(E + rb[:, None] * stride_e + rc[None, :], mask=mb[:, None] & mc[None, :], other=0.0)
                 mf = tl.load(Mf + rc[:, None] * stride_mfc + rn[None, :] * stride_mfn,
                              mask=mc[:, None] & mn[None, :], other=0.0)
-                acc += beta * dot(err, mf, PRECISION)
+                acc = dot(beta * err, mf, PRECISION, acc)
             else:  # P-EP: the error is on the top layer's own units
                 if NUDGE == _NUDGE_NEURON:
                     y = tl.load(Y + rb[:, None] * stride_y + rn[None, :], mask=m2, other=0.0)
@@ -152,7 +152,7 @@ def _step_tile(
     new = activate(acc, ACT)
     tl.store(S_out + rb[:, None] * stride_s + col + rn[None, :], new, mask=m2)
     if TRACK:
-        if skip_terms:
+        if SKIP_TERMS:
             old = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
         else:
             old = tl.load(S_in + rb[:, None] * stride_s + col + rn[None, :], mask=m2, other=0.0)
@@ -163,14 +163,14 @@ def _step_tile(
 @triton.jit
 def _relax_step_kernel(
     S_in, S_out, Drive, W, Bias,            # frames (B, N); drive (B, n_1); packed weights; packed biases
-    tiles, layers, terms, scales,           # int32 tables and fp32 link scales
+    tiles, layers, terms,                   # int32 tables
     Y, Wf, Bf, Mf, E, Delta,                # nudge operands; per-tile squared state change (n_tiles, B)
     B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, SKIP_TERMS: tl.constexpr,
     TRACK: tl.constexpr, W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    _step_tile(S_in, S_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, Delta,
+    _step_tile(S_in, S_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Delta,
                B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
                tl.program_id(0), tl.program_id(1), SKIP_TERMS,
                ACT, NUDGE, HAS_BF, TRACK, W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
@@ -178,7 +178,7 @@ def _relax_step_kernel(
 
 @triton.jit
 def _relax_persistent_kernel(
-    S_start, S_a, S_b, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E,
+    S_start, S_a, S_b, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Scratch,
     B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
     steps, n_tiles,
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, FROM_ZERO: tl.constexpr,
@@ -189,9 +189,22 @@ def _relax_persistent_kernel(
     step and every output tile for them. Samples are independent and the weights are
     read-only, so programs never wait on each other; within a program a barrier
     orders one step's writes before the next step's reads. Step t reads S_start (t = 0),
-    else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t)."""
+    else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t).
+
+    The dynamic softmax nudge's error is computed once per step, before the tiles,
+    into ``Scratch`` ((B, C), the program's own rows), which the tiles then read as a
+    given error: recomputing it inside the tile loop made this kernel spill."""
     pid_b = tl.program_id(0)
-    for t in range(steps):
+    first = 0
+    if FROM_ZERO:  # step 0 from zero states reads no frame: its own (cheap, dot-free) body
+        for i in range(n_tiles):  # Delta is never written (TRACK=False): S_a stands in
+            _step_tile(S_start, S_a, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, S_a,
+                       B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                       pid_b, i, True, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                       BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+        tl.debug_barrier()
+        first = 1
+    for t in range(first, steps):
         # pick this step's frames first, so the step is inlined once (not once per frame pair)
         if t == 0:
             s_in = S_start
@@ -202,12 +215,26 @@ def _relax_persistent_kernel(
         else:
             s_in = S_b
             s_out = S_a
-        skip = FROM_ZERO and t == 0
-        for i in range(n_tiles):  # Delta is never written (TRACK=False): S_a stands in
-            _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, scales, Y, Wf, Bf, Mf, E, S_a,
-                       B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
-                       pid_b, i, skip, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                       BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+        if NUDGE == _NUDGE_SOFTMAX:
+            rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+            mb = rb < B
+            rc = tl.arange(0, BLOCK_C)
+            top_col, n_top, _, _, _, _ = layer_row(layers, top)
+            _, err = _softmax_error(s_in, stride_s, top_col, n_top, Wf, stride_wf, Bf, Y, stride_y, rb, mb, C,
+                                    HAS_BF, PRECISION, BLOCK_B, BLOCK_K, BLOCK_C)
+            tl.store(Scratch + rb[:, None] * C + rc[None, :], err, mask=mb[:, None] & (rc < C)[None, :])
+            tl.debug_barrier()
+            for i in range(n_tiles):
+                _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, Scratch, S_a,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, C, C, top, beta,
+                           pid_b, i, False, ACT, _NUDGE_SOFTMAX_GIVEN, HAS_BF, False, W_BF16, PRECISION,
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+        else:
+            for i in range(n_tiles):
+                _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, S_a,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                           pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
         tl.debug_barrier()
 
 
@@ -227,7 +254,39 @@ def _readout_kernel(S, Wf, Bf, Y, Logits, Err, B, stride_s, col, n_top, stride_w
 
 
 # ----------------------------------------------------------------------------- launchers
-def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, scales, *, activation: str,
+# (BLOCK_B, BLOCK_K, num_warps) of the step kernel that compile spill-free for sm_90 and sm_80
+# in every specialization the library launches, per precision (``tritonep.compile_check``
+# with triton 3.9; the check fails if one spills with the installed triton). The first is
+# the default on CUDA. The FMA path of "ieee" keeps both operand tiles of a dot in registers,
+# so only K = 16 fits it; tensor cores take larger tiles. BLOCK_N is fixed by the tile table.
+STEP_TILES = {
+    "ieee": ((32, 16, 4),),
+    "tf32": ((64, 16, 4), (32, 32, 4), (64, 16, 8), (64, 32, 8), (64, 64, 8)),
+    "bf16": ((64, 16, 4), (32, 16, 4), (32, 32, 4), (64, 32, 4), (64, 32, 8), (64, 64, 8)),
+}
+# the persistent kernel's, likewise (it is not autotuned)
+PERSISTENT_TILES = {"ieee": (16, 16, 8), "tf32": (32, 16, 8), "bf16": (32, 16, 8)}
+READOUT_TILES = ((64, 32, 4), (32, 32, 4), (64, 64, 4), (32, 64, 4))  # (BLOCK_B, BLOCK_K, num_warps): none spills
+
+
+def _tiles(entries) -> tuple:
+    return tuple(dict(BLOCK_B=b, BLOCK_K=k, num_warps=w) for b, k, w in dict.fromkeys(entries))
+
+
+def cuda_tiles(precision: str, persistent: bool = False) -> dict:
+    """The default tiles on CUDA, ``{"BLOCK_B", "BLOCK_K", "num_warps"}``, of the step
+    and readout kernels (or of the persistent kernel)."""
+    return _tiles([PERSISTENT_TILES[precision] if persistent else STEP_TILES[precision][0]])[0]
+
+
+# Autotuning spaces on CUDA (``launch.Space``): a precision tries only its spill-free tiles.
+STEP_SPACE = Space(configs=_tiles(t for ts in STEP_TILES.values() for t in ts),
+                   key=("B", "stride_s", "PRECISION", "NUDGE", "SKIP_TERMS", "TRACK"),
+                   fits=lambda c, consts: (c["BLOCK_B"], c["BLOCK_K"], c["num_warps"]) in STEP_TILES[consts["PRECISION"]])
+READOUT_SPACE = Space(configs=_tiles(READOUT_TILES), key=("B", "n_top", "PRECISION"))
+
+
+def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, activation: str,
                nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0, target=None, W_f=None, b_f=None,
                M_f=None, error=None, delta=None, skip_terms: bool = False, precision: str = "ieee",
                block_b: int = 32, block_n: int = 64, block_k: int = 32, num_warps: int = 4):
@@ -235,47 +294,52 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, scales
 
     s_in, s_out: (B, N) fp32 frames with the same strides (distinct memory).
     drive: (B, n_1) fp32 input drive of layer 1 (bias included).
-    weights: packed matrices (fp32, or int16 holding bf16 bits); biases: packed fp32.
+    weights: packed matrices, each term's own, its link scale folded in (fp32, or
+    int16 holding bf16 bits); biases: packed fp32.
     tiles (n_tiles, TILE_FIELDS), layers (n_layers, LAYER_FIELDS), terms (n_terms,
-    TERM_FIELDS): int32 tables laid out as ``kernels.common`` defines; scales (n_terms,) fp32.
+    TERM_FIELDS): int32 tables laid out as ``kernels.common`` defines; ``block_n``
+    must be the tile width the tile table was built with.
     nudge: one of the NUDGE_* codes, on layer ``top`` with strength ``beta``;
     target (B, C), W_f (C, n_top), b_f (C,) or None, M_f (C, n_top) any strides,
     error (B, C) or (B, n_top) for the *_GIVEN codes.
     delta: (n_tiles, B) fp32 to receive per-tile squared state changes, or None.
+    block_b, block_k, num_warps: the tiles off CUDA (CUDA autotunes over STEP_SPACE).
     """
     B = s_in.shape[0]
     nudge_ptrs, nudge_strides, C = _nudge_args(s_in, target, W_f, b_f, M_f, error)
-    grid = (triton.cdiv(B, block_b), tiles.shape[0])
-    _relax_step_kernel[grid](
-        s_in, s_out, drive, weights, biases if biases is not None else s_in, tiles, layers, terms, scales,
-        *nudge_ptrs, delta if delta is not None else s_in, B, s_in.stride(0), drive.stride(0), *nudge_strides,
-        C, top, float(beta),
-        ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, SKIP_TERMS=skip_terms,
-        TRACK=delta is not None, W_BF16=weights.dtype == _int16(), PRECISION=precision,
-        BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
-    )
+    n_tiles = tiles.shape[0]
+    args = (s_in, s_out, drive, weights, biases if biases is not None else s_in, tiles, layers, terms,
+            *nudge_ptrs, delta if delta is not None else s_in, B, s_in.stride(0), drive.stride(0), *nudge_strides,
+            C, top, float(beta))
+    consts = dict(ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, SKIP_TERMS=skip_terms,
+                  TRACK=delta is not None, W_BF16=weights.dtype == _int16(), PRECISION=precision,
+                  BLOCK_N=block_n, BLOCK_C=_block_c(C))
+    launch(_relax_step_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]), n_tiles), args, consts,
+           dict(BLOCK_B=block_b, BLOCK_K=block_k, num_warps=num_warps), STEP_SPACE)
     return s_out
 
 
-def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, scales, steps: int, *,
+def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, steps: int, *,
                 activation: str, from_zero: bool = False, nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0,
                 target=None, W_f=None, b_f=None, M_f=None, error=None, precision: str = "ieee",
                 block_b: int = 32, block_n: int = 64, block_k: int = 32, num_warps: int = 4):
     """``steps`` synchronous steps in ONE launch (the persistent kernel): each program
     runs every step for its ``block_b`` samples. Arguments as ``relax_step``;
     ``frames``: two (B, N) frames written alternately (step 0 into ``frames[0]``);
-    ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame."""
+    ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame.
+    Opt-in and not autotuned: no GPU run has shown it faster than ``relax_step``."""
     s_a, s_b = frames
     B = s_a.shape[0]
     nudge_ptrs, nudge_strides, C = _nudge_args(s_a, target, W_f, b_f, M_f, error)
-    _relax_persistent_kernel[(triton.cdiv(B, block_b),)](
-        s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else s_a,
-        tiles, layers, terms, scales, *nudge_ptrs, B, s_a.stride(0), drive.stride(0), *nudge_strides,
-        C, top, float(beta), steps, tiles.shape[0],
-        ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
-        W_BF16=weights.dtype == _int16(), PRECISION=precision,
-        BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
-    )
+    # the dynamic softmax error, once per step (see the kernel)
+    scratch = s_a.new_empty(B, C) if nudge == NUDGE_SOFTMAX else s_a
+    args = (s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else s_a,
+            tiles, layers, terms, *nudge_ptrs, scratch, B, s_a.stride(0), drive.stride(0), *nudge_strides,
+            C, top, float(beta), steps, tiles.shape[0])
+    consts = dict(ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
+                  W_BF16=weights.dtype == _int16(), PRECISION=precision, BLOCK_N=block_n, BLOCK_C=_block_c(C))
+    launch(_relax_persistent_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]),), args, consts,
+           dict(BLOCK_B=block_b, BLOCK_K=block_k, num_warps=num_warps))
     return s_a if (steps - 1) % 2 == 0 else s_b
 
 
@@ -285,15 +349,14 @@ def readout(frame, col: int, n_top: int, W_f, b_f, target, logits, error, *, pre
 
     Writes logits = s_top @ W_f^T + b_f and error = target - softmax(logits) into
     ``logits`` and ``error`` ((B, C) fp32, same strides). W_f: (C, n_top), unit inner
-    stride; target: (B, C).
+    stride; target: (B, C). Tiles as ``relax_step`` (CUDA autotunes over READOUT_SPACE).
     """
     B, C = frame.shape[0], W_f.shape[0]
-    _readout_kernel[(triton.cdiv(B, block_b),)](
-        frame, W_f, b_f if b_f is not None else W_f, target, logits, error,
-        B, frame.stride(0), col, n_top, W_f.stride(0), target.stride(0), logits.stride(0), C,
-        HAS_BF=b_f is not None, PRECISION=precision,
-        BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_C=_block_c(C), num_warps=num_warps,
-    )
+    args = (frame, W_f, b_f if b_f is not None else W_f, target, logits, error,
+            B, frame.stride(0), col, n_top, W_f.stride(0), target.stride(0), logits.stride(0), C)
+    launch(_readout_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]),), args,
+           dict(HAS_BF=b_f is not None, PRECISION=precision, BLOCK_C=_block_c(C)),
+           dict(BLOCK_B=block_b, BLOCK_K=block_k, num_warps=num_warps), READOUT_SPACE)
     return logits, error
 
 

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from .common import dot, link_row, utile_row
+from .launch import Space, launch
 
 RULE_FRE, RULE_CLASSIC = range(2)
 RULE_CODES = {"fre": RULE_FRE, "classic": RULE_CLASSIC}
@@ -81,6 +82,30 @@ def _update_kernel(
             _store_grad(G + bias_off + rm, coef * bacc, mm, ACCUMULATE)
 
 
+# (BLOCK_B, num_warps) that compile spill-free for sm_90 and sm_80 in every launched
+# specialization, per precision (``tritonep.compile_check``, triton 3.9); the first is the
+# default on CUDA. BLOCK_M, BLOCK_N are fixed by the engine's tile table.
+UPDATE_TILES = {
+    "ieee": ((16, 4),),
+    "tf32": ((32, 4), (16, 4), (16, 8), (32, 8), (64, 8)),
+    "bf16": ((16, 4), (16, 8), (32, 8)),  # (32, 4) and (64, 8) spill on sm_80 with the classic rule
+}
+
+
+def cuda_tiles(precision: str) -> dict:
+    """The update kernel's default tiles on CUDA: ``{"BLOCK_B", "num_warps"}``."""
+    b, w = UPDATE_TILES[precision][0]
+    return dict(BLOCK_B=b, num_warps=w)
+
+
+# Autotuning space on CUDA (``launch.Space``); G is restored between timing runs, since the
+# kernel may accumulate into it.
+UPDATE_SPACE = Space(configs=tuple(dict(BLOCK_B=b, num_warps=w)
+                                   for b, w in dict.fromkeys(t for ts in UPDATE_TILES.values() for t in ts)),
+                     key=("B", "stride_f", "PRECISION", "RULE", "ACCUMULATE"), restore=("G",),
+                     fits=lambda c, consts: (c["BLOCK_B"], c["num_warps"]) in UPDATE_TILES[consts["PRECISION"]])
+
+
 def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs, *, rule: str,
                        accumulate: bool, precision: str = "ieee", block_m: int = 64, block_n: int = 64,
                        block_b: int = 32, num_warps: int = 4):
@@ -89,13 +114,14 @@ def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs,
     frame_a, frame_b, frame_0: (B, N) fp32 frames of phases a, b and the free phase
     (same strides); x: (B, n_in) fp32 input (the pre states of the input link);
     grads: flat fp32 buffer; tiles (n_tiles, UTILE_FIELDS) and links (n_links,
-    LINK_FIELDS): int32 tables laid out as ``kernels.common`` defines; coefs (n_links,) fp32.
+    LINK_FIELDS): int32 tables laid out as ``kernels.common`` defines (``block_m``,
+    ``block_n``: the tile sizes they were built with); coefs (n_links,) fp32.
+    block_b, num_warps: off CUDA (CUDA autotunes over UPDATE_SPACE).
     """
     B = frame_a.shape[0]
-    _update_kernel[(tiles.shape[0],)](
-        frame_a, frame_b, frame_0, x, grads, tiles, links, coefs,
-        B, frame_a.stride(0), x.stride(0),
-        RULE=RULE_CODES[rule], ACCUMULATE=accumulate, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=num_warps,
-    )
+    n_tiles = tiles.shape[0]
+    launch(_update_kernel, lambda m: (n_tiles,),
+           (frame_a, frame_b, frame_0, x, grads, tiles, links, coefs, B, frame_a.stride(0), x.stride(0)),
+           dict(RULE=RULE_CODES[rule], ACCUMULATE=accumulate, PRECISION=precision, BLOCK_M=block_m, BLOCK_N=block_n),
+           dict(BLOCK_B=block_b, num_warps=num_warps), UPDATE_SPACE)
     return grads

@@ -8,7 +8,8 @@ import torch
 from tritonep import EPNet, rules
 from tritonep import reference as ref
 from tritonep.engine.backend import interpreting, kernel_module
-from tritonep.engine.dense_triton import Blocks, Plan, plan_key
+from tritonep.engine.dense_triton import Blocks, Plan, default_blocks, plan_key
+from tritonep.options import kernel_precision
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(DEVICE == "cpu" and not interpreting(),
@@ -110,7 +111,7 @@ def test_relax_step_matches_reference(name, nudge):
     s_out = torch.full_like(s_in, float("nan"))
     delta = torch.full((plan.n_tiles, B), float("nan"), device=DEVICE)
     relax_k.relax_step(s_in, s_out, net.layers[0](x).detach(), w, b, plan.tiles, plan.layers, plan.terms,
-                       plan.scales, activation=net.activation, delta=delta, block_b=16, block_n=32, block_k=16,
+                       activation=net.activation, delta=delta, block_b=16, block_n=32, block_k=16,
                        **kw)
     got = plan.state_views(s_out, x)
     for l in range(1, net.n_state + 1):
@@ -210,7 +211,7 @@ def test_small_tiles_cross_every_edge(monkeypatch):
     """16-wide tiles: every layer and link spans several tiles, with ragged edges."""
     import tritonep.net
 
-    monkeypatch.setattr(tritonep.net, "default_blocks", lambda device: Blocks(16, 16, 16, 16, 16, 16))
+    monkeypatch.setattr(tritonep.net, "default_blocks", lambda device, precision: Blocks(16, 16, 16, 16, 16, 16))
     a, b = pair("residual", nudging="symmetric")
     x, y = batch(a)
     a.ep_step(x, y)
@@ -338,13 +339,15 @@ def test_persistent_kernel_agrees(name, opts):
     """One launch per phase (each program runs every step for its rows) computes
     what one launch per step computes, tile for tile; 16-row tiles so several
     programs share the batch."""
-    blocks = Blocks(relax_b=16, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
+    blocks = Blocks(relax_b=16, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64, phase_b=16,
+                    phase_k=64)
     ref_net, step_net = pair(name, **opts)
     pers = make(name, persistent=True, **opts)
     pers.load_state_dict(ref_net.state_dict())
     for net in (step_net, pers):
         spec = net.spec()
-        net.backend_state.buffers[plan_key(spec, torch.device(DEVICE))] = Plan(spec, torch.device(DEVICE), blocks)
+        dev = torch.device(DEVICE)
+        net.backend_state.buffers[plan_key(spec, dev, default_blocks(dev, kernel_precision(net.precision)))] = Plan(spec, dev, blocks)
     x, y = batch(ref_net)
     for net in (ref_net, step_net, pers):
         net.ep_step(x, y, T=4, K=3)

@@ -41,7 +41,7 @@ def build_net(cfg: dict) -> Union[EPNet, ConvEPNet]:
                  activation=cfg["activation"], residual=cfg["residual"], agt=cfg["agt"], agt_seed=cfg["seed"],
                  alpha=cfg["alpha"], bias=cfg["bias"], output=cfg["output"], T=cfg["T"], K=cfg["K"],
                  rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"], normalize=cfg["normalize"],
-                 backend=cfg["backend"], precision=cfg.get("precision", "ieee"), tol=cfg.get("tol"),
+                 backend=cfg["backend"], precision=cfg.get("precision", "auto"), tol=cfg.get("tol"),
                  check_every=cfg.get("check_every", 5))
 
 

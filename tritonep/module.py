@@ -248,7 +248,9 @@ class EPModule(nn.Module):
         if self.cuda_graph and o.tol is None and x.is_cuda and not graphs.off:
             engine.prepare(x, graph=True)  # bind every .grad to the buffer the graph writes
             params = list(self.parameters()) + list(self.buffers())
-            key = (x.shape[0], target.dtype, o, sign, tuple(p.data_ptr() for p in params))
+            # torch's fp32 matmul precision: what "auto" kernels and torch's own matmuls/convs follow
+            key = (x.shape[0], target.dtype, o, sign, getattr(engine, "precision", None),
+                   torch.get_float32_matmul_precision(), tuple(p.data_ptr() for p in params))
 
             def body(sx, st):
                 engine.pack()

@@ -18,7 +18,7 @@ from .engine.dense_reference import DenseReference, DenseSpec
 from .engine.dense_triton import DenseTriton, Plan, default_blocks, plan_key
 from .layers import Dense, as_dense
 from .module import EPModule
-from .options import PRECISIONS, choice
+from .options import PRECISIONS, choice, kernel_precision
 from .topology import FEEDBACK_WEIGHTS, Topology, layered
 
 
@@ -63,8 +63,11 @@ class EPNet(EPModule):
             that reaches it, so its scale is that of a gradient.
         backend: ``"auto"`` (Triton on CUDA float32, the PyTorch reference otherwise),
             ``"torch"`` or ``"triton"`` (on CPU only under ``TRITON_INTERPRET=1``).
-        precision: operands of the Triton kernels' products: ``"ieee"`` fp32
-            (default), ``"tf32"``, or ``"bf16"`` (fp32 accumulation in every case).
+        precision: operands of the Triton kernels' products: ``"auto"`` (default:
+            as torch's own fp32 matmuls, ``torch.get_float32_matmul_precision()``
+            ``"highest"`` -> ``"ieee"``, ``"high"`` -> ``"tf32"``, ``"medium"`` ->
+            ``"bf16"``, read at each call), ``"ieee"`` fp32, ``"tf32"``, or ``"bf16"``
+            (fp32 accumulation in every case).
         cuda_graph: on CUDA, replay each ``ep_step`` as one captured CUDA graph
             (Triton backend, without ``tol``).
         persistent: Triton backend: run each phase as ONE launch of the persistent
@@ -82,7 +85,7 @@ class EPNet(EPModule):
                  agt: Optional[float] = None, agt_seed: int = 0, alpha: float = 1.0, bias: bool = False,
                  output: str = "softmax", T: int = 10, K: int = 10, rule: str = "fre", nudging: str = "positive",
                  error: str = "dynamic", normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
-                 backend: str = "auto", precision: str = "ieee", cuda_graph: bool = True, persistent: bool = False):
+                 backend: str = "auto", precision: str = "auto", cuda_graph: bool = True, persistent: bool = False):
         layers, widths = _stack(sizes, bias)
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,
@@ -150,9 +153,10 @@ class EPNet(EPModule):
 
     def triton_engine(self, x: Tensor) -> DenseTriton:
         spec = self.spec()
-        plan = self.backend_state.cached(plan_key(spec, x.device), lambda: Plan(spec, x.device,
-                                                                               default_blocks(x.device)))
-        return DenseTriton(spec, plan, precision=self.precision, persistent=self.persistent,
+        precision = kernel_precision(self.precision)
+        blocks = default_blocks(x.device, precision)
+        plan = self.backend_state.cached(plan_key(spec, x.device, blocks), lambda: Plan(spec, x.device, blocks))
+        return DenseTriton(spec, plan, precision=precision, persistent=self.persistent,
                            check_every=self.check_every)
 
     # ------------------------------------------------------------------ validation

@@ -15,10 +15,22 @@ import torch
 OUTPUTS = ("softmax", "neuron")
 ERRORS = ("dynamic", "frozen")
 BACKENDS = ("auto", "torch", "triton")
-PRECISIONS = ("ieee", "tf32", "bf16")
+PRECISIONS = ("auto", "ieee", "tf32", "bf16")
+# "auto" follows torch.get_float32_matmul_precision(), the contract of torch's own fp32 matmuls
+MATMUL_PRECISIONS = {"highest": "ieee", "high": "tf32", "medium": "bf16"}
 RULES = ("fre", "classic")
 NUDGINGS = ("positive", "symmetric", "random-sign")
 ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
+
+
+def kernel_precision(precision: str) -> str:
+    """The operand precision the Triton kernels compute with: ``precision`` itself,
+    or for ``"auto"`` the one ``torch.get_float32_matmul_precision()`` names
+    (``"highest"`` -> ``"ieee"``, ``"high"`` -> ``"tf32"``, ``"medium"`` -> ``"bf16"``),
+    read at each call."""
+    if precision != "auto":
+        return precision
+    return MATMUL_PRECISIONS.get(torch.get_float32_matmul_precision(), "ieee")
 
 
 def positive_int(name: str, v, what: str = "number of steps") -> int:

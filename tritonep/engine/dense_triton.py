@@ -28,7 +28,12 @@ from .grads import GradBuffer
 
 @dataclass(frozen=True)
 class Blocks:
-    """Tile sizes of the kernels (powers of two, >= 16 for the GPU's dots)."""
+    """Tile sizes of the kernels (powers of two, >= 16 for the GPU's dots): relax
+    (step and readout kernels), update and persistent-kernel (``phase_*``) tiles;
+    ``num_warps`` of the relax kernels, ``update_warps`` and ``phase_warps`` of the
+    others. ``relax_n``, ``update_m`` and ``update_n`` shape the plan's tile tables
+    (the persistent kernel shares ``relax_n``); on CUDA with autotuning the step,
+    readout and update kernels pick the rest."""
 
     relax_b: int = 64
     relax_n: int = 64
@@ -37,12 +42,25 @@ class Blocks:
     update_n: int = 64
     update_b: int = 32
     num_warps: int = 4
+    update_warps: int = 4
+    phase_b: int = 64
+    phase_k: int = 32
+    phase_warps: int = 4
 
 
-def default_blocks(device: torch.device) -> Blocks:
-    if device.type != "cuda":  # the interpreter pays per program and loop step, not per element
-        return Blocks(relax_b=64, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64)
-    return Blocks()
+def default_blocks(device: torch.device, precision: str = "ieee") -> Blocks:
+    """The tiles of launches on ``device``: on CUDA (also while the compile check
+    records launches for a GPU) each precision's spill-free default (the kernels'
+    ``cuda_tiles``), else the interpreter's (which pays per program and loop step,
+    not per element)."""
+    if not kernel_module("launch").as_cuda(device):
+        return Blocks(relax_b=64, relax_n=64, relax_k=64, update_m=64, update_n=64, update_b=64, phase_k=64)
+    relax = kernel_module("relax")
+    step, phase = relax.cuda_tiles(precision), relax.cuda_tiles(precision, persistent=True)
+    up = kernel_module("update").cuda_tiles(precision)
+    return Blocks(relax_b=step["BLOCK_B"], relax_k=step["BLOCK_K"], num_warps=step["num_warps"],
+                  update_b=up["BLOCK_B"], update_warps=up["num_warps"], phase_b=phase["BLOCK_B"],
+                  phase_k=phase["BLOCK_K"], phase_warps=phase["num_warps"])
 
 
 def _row(width: int, fields: dict) -> list[int]:
@@ -77,25 +95,27 @@ class Plan:
             if k.src == 0 and (k.dst != 1 or k.weight != "layers.0"):
                 raise NotImplementedError("the Triton backend takes the input only through layers.0 into layer 1")
 
-        # matrices the dynamics read, each packed once; a term picks its orientation by strides
-        self.weight_keys: list[str] = []
-        w_off: dict[str, int] = {}
+        # each term's matrix packed with its link scale folded in (so the step kernel sums every
+        # link into one accumulator); a term picks its orientation by strides; one pack per
+        # (matrix, scale), so W and a feedback gamma * W are two packs of the same parameter
+        self.packs: list[tuple[str, float, int]] = []  # (weight key, scale, offset)
+        w_off: dict[tuple, int] = {}
         total = 0
-        term_rows, scales, layer_rows = [], [], [[0] * c.LAYER_FIELDS]
+        term_rows, layer_rows = [], [[0] * c.LAYER_FIELDS]
         for l in range(1, n + 1):
             t_begin = len(term_rows)
             for k in topo.incoming(l):
                 W = spec.matrices[k.weight]
-                if k.weight not in w_off:
-                    w_off[k.weight] = total
-                    self.weight_keys.append(k.weight)
+                pack = (k.weight, float(k.scale))
+                if pack not in w_off:
+                    w_off[pack] = total
+                    self.packs.append((k.weight, float(k.scale), total))
                     total += W.numel()
                 n_in = W.shape[1]  # stored (out, in); term = s_src @ M with M = W (n_src, n_dst) or W^T
                 s_src, s_dst = (n_in, 1) if k.transpose else (1, n_in)
                 term_rows.append(_row(c.TERM_FIELDS, {c.TERM_SRC_COL: self.col[k.src], c.TERM_N_SRC: sizes[k.src],
-                                                      c.TERM_W_OFF: w_off[k.weight], c.TERM_STRIDE_SRC: s_src,
+                                                      c.TERM_W_OFF: w_off[pack], c.TERM_STRIDE_SRC: s_src,
                                                       c.TERM_STRIDE_DST: s_dst}))
-                scales.append(k.scale)
             layer_rows.append(_row(c.LAYER_FIELDS, {c.LAYER_COL: self.col[l], c.LAYER_N: sizes[l],
                                                     c.LAYER_TERM_BEGIN: t_begin, c.LAYER_TERM_END: len(term_rows),
                                                     c.LAYER_BIAS: -1, c.LAYER_HAS_DRIVE: l == 1}))
@@ -139,7 +159,6 @@ class Plan:
 
         self.tiles, self.layers = table(tiles, c.TILE_FIELDS), table(layer_rows, c.LAYER_FIELDS)
         self.terms = table(term_rows, c.TERM_FIELDS)
-        self.scales = torch.tensor(scales or [0.0], dtype=torch.float32, device=device)
         self.up_tiles, self.link_table = table(up_tiles, c.UTILE_FIELDS), table(link_rows, c.LINK_FIELDS)
         self.n_tiles = len(tiles)
         self.weights = torch.empty(max(total, 1), device=device)
@@ -170,10 +189,15 @@ class Plan:
         return s
 
     def pack(self, spec: DenseSpec, precision: str) -> tuple[Tensor, Tensor]:
-        """Copy the matrices and biases the dynamics read into the packed buffers
-        (fp32, or int16 holding bf16 bits for ``precision="bf16"``)."""
-        if self.weight_keys:
-            torch.cat([spec.matrices[k].detach().reshape(-1) for k in self.weight_keys], out=self.weights)
+        """Copy the matrices (times their terms' scales) and biases the dynamics read
+        into the packed buffers (fp32, or int16 holding bf16 bits for ``precision="bf16"``)."""
+        for key, scale, off in self.packs:
+            W = spec.matrices[key].detach().reshape(-1)
+            dst = self.weights[off:off + W.numel()]
+            if scale == 1.0:
+                dst.copy_(W)
+            else:
+                torch.mul(W, scale, out=dst)
         if self.bias_layers:
             torch.cat([spec.biases[l].detach() for l in self.bias_layers], out=self.biases)
         w = self.weights
@@ -196,13 +220,13 @@ class Plan:
         return [x] + [frame[:, self.col[l]:self.col[l] + self.sizes[l]] for l in range(1, self.top + 1)]
 
 
-def plan_key(spec: DenseSpec, device: torch.device) -> tuple:
-    """What a plan depends on: the device and the parameters' identities (a replaced
-    parameter rebuilds it)."""
+def plan_key(spec: DenseSpec, device: torch.device, blocks: Blocks) -> tuple:
+    """What a plan depends on: the device, the tiles and the parameters' identities
+    (a replaced parameter rebuilds it)."""
     params = list(spec.matrices.values()) + [b for b in spec.biases if b is not None]
     if spec.readout is not None:  # W_f, b_f (M_f may be a fresh transposed view: not an identity)
         params += [p for p in spec.readout[:2] if p is not None]
-    return ("dense-plan", device, tuple(id(p) for p in params))
+    return ("dense-plan", device, blocks, tuple(id(p) for p in params))
 
 
 class DenseTriton:
@@ -242,11 +266,12 @@ class DenseTriton:
         plan, bl, relax_k = self.plan, self.plan.blocks, self.relax_k
         frames = plan.frames(tag, self.x.shape[0])
         common = dict(activation=self.spec.activation, nudge=nudge, top=plan.top, beta=beta,
-                      precision=self.precision, block_b=bl.relax_b, block_n=bl.relax_n, block_k=bl.relax_k,
-                      num_warps=bl.num_warps, **operands)
-        tables = (self.drive, self.w, self.b, plan.tiles, plan.layers, plan.terms, plan.scales)
+                      precision=self.precision, block_n=bl.relax_n, **operands)
+        tables = (self.drive, self.w, self.b, plan.tiles, plan.layers, plan.terms)
         if self.persistent and tol is None:  # the whole phase in one launch
-            return relax_k.relax_phase(start, frames, *tables, steps, from_zero=start is None, **common), steps
+            return relax_k.relax_phase(start, frames, *tables, steps, from_zero=start is None, block_b=bl.phase_b,
+                                       block_k=bl.phase_k, num_warps=bl.phase_warps, **common), steps
+        common.update(block_b=bl.relax_b, block_k=bl.relax_k, num_warps=bl.num_warps)
         cur = start
         for t in range(steps):
             out = frames[t % 2]
@@ -306,7 +331,7 @@ class DenseTriton:
         self.update_k.contrastive_update(a, b, free, self.x, plan.grads.flat, plan.up_tiles, plan.link_table,
                                          plan.coefs(coefs), rule=rule, accumulate=self.accumulate,
                                          precision=self.precision, block_m=bl.update_m, block_n=bl.update_n,
-                                         block_b=bl.update_b, num_warps=bl.num_warps)
+                                         block_b=bl.update_b, num_warps=bl.update_warps)
 
     def views(self, frame: Tensor, x: Tensor) -> list[Tensor]:
         return self.plan.state_views(frame, x)
