@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from harness import provenance  # noqa: E402  (bench/ is on sys.path)
 
 from tritonep import compile_check as cc  # noqa: E402
-from tritonep.kernels import aot  # noqa: E402
+from tritonep.kernels import aot, launch  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,16 +43,19 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     bad = cc.problems(rows)
     print(cc.table(rows))
+    if not launch.verified_triton() and cc.spilled(rows):
+        print(f"\nspills (not faults: the tiles were verified with triton >= "
+              f"{'.'.join(map(str, launch.VERIFIED_TRITON))}):\n" + "\n".join(cc.spilled(rows)))
     print(f"\n{len(cases)} driven cases, {len(launches)} launches, {len(rows)} compiles in {seconds:.0f} s")
     for k, v in sorted(cc.summary(rows).items()):
         print(f"  {k:<34} {v['compiled']:>4} compiled, max {v['max_registers']} registers, "
               f"max {v['max_spill_bytes']} B spilled")
-    print("\n".join(["", "FAILS:"] + bad) if bad else "\nno compile errors, spills, shared-memory overruns or "
-                                                         "tf32/bf16 dots off the tensor cores")
+    clean = "no compile errors, shared-memory overruns or tf32/bf16 dots off the tensor cores"
+    print("\n".join(["", "FAILS:"] + bad) if bad else f"\n{clean}" + (", no spills" if launch.verified_triton() else ""))
     if a.json:
         info = {"grid": a.grid, "archs": a.arch, "cases": [c.label() for c in cases],
                 **provenance(torch.device("cpu")), "seconds": round(seconds, 1), "summary": cc.summary(rows),
-                "problems": bad, "rows": rows}
+                "problems": bad, "spilled": cc.spilled(rows), "rows": rows}
         with open(a.json, "w") as f:
             json.dump(info, f, indent=1)
     return 1 if bad else 0

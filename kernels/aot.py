@@ -6,10 +6,9 @@ uses) against a stand-in driver that names the target GPU, then reads the cubin
 with the ``cuobjdump`` shipped in the triton wheel: registers, local memory (spill)
 bytes per thread, shared memory, how the dots lowered and the PTX size.
 
-Run it in a process where Triton is *not* interpreting (``TRITON_INTERPRET`` unset
-before the kernels are imported): ``python -m tritonep.kernels.aot IN.json OUT.json
---arch 90,80 --jobs N`` reads recorded launches and writes one row per (launch,
-configuration, arch). ``tritonep.compile_check`` drives it.
+``compile_all`` runs the compiles in worker processes (``python -m
+tritonep.kernels.aot ITEMS.json OUT.jsonl``) in which Triton is *not* interpreting,
+so it may be called from a process that is; ``tritonep.compile_check`` drives it.
 """
 from __future__ import annotations
 
@@ -22,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 # Per-block shared memory (opt-in maximum) of each arch, bytes: CUDA C Programming Guide, compute capabilities.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -145,36 +145,64 @@ def _reason(e: BaseException) -> str:
     return text[:400]
 
 
-def _job(item):
-    return compile_launch(*item)
-
-
-def compile_all(launches: list, archs: list, jobs: int = 1) -> list:
-    """Rows for every (launch, configuration, arch), compiled ``jobs`` at a time."""
+def compile_all(launches: list, archs, jobs: int = 1) -> list:
+    """Rows for every (launch, configuration, arch), in that order, compiled by
+    ``jobs`` worker processes in which Triton is not interpreting (this process may
+    be). A compiler that crashes its process (an assertion in Triton's C++ aborts
+    it) costs only that row, reported as its error; the worker is restarted after it."""
     items = [(l, c, a) for l in launches for c in l["configs"] for a in archs]
-    if jobs <= 1:
-        return [_job(i) for i in items]
-    with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(_job, items, chunksize=1))
+    shards = [list(range(i, len(items), max(jobs, 1))) for i in range(min(max(jobs, 1), len(items)))]
+    rows: list = [None] * len(items)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton >= 3.9 warns without it; 1 is its default
+    with tempfile.TemporaryDirectory() as d, ThreadPoolExecutor(len(shards) or 1) as pool:
+        list(pool.map(lambda k: _run_shard(items, shards[k], rows, os.path.join(d, str(k)), env), range(len(shards))))
+    return rows
+
+
+def _run_shard(items, todo: list, rows: list, stem: str, env: dict) -> None:
+    while todo:
+        with open(stem + ".json", "w") as f:
+            json.dump([items[i] for i in todo], f)
+        out = stem + ".jsonl"
+        r = subprocess.run([sys.executable, "-m", "tritonep.kernels.aot", stem + ".json", out], env=env,
+                           capture_output=True, text=True)
+        done = []
+        if os.path.exists(out):
+            with open(out) as f:
+                done = [json.loads(line) for line in f if line.strip()]
+            os.remove(out)
+        for i, row in zip(todo, done):
+            rows[i] = row
+        todo = todo[len(done):]
+        if not todo:
+            return
+        lost = todo.pop(0)  # the item the worker died on
+        launch, config, arch = items[lost]
+        tail = " ".join((r.stderr.strip().splitlines() or ["no output"])[-1].split())
+        rows[lost] = {"kernel": launch["kernel"], "module": launch["module"], "arch": arch, "consts": launch["consts"],
+                      "config": config, "error": f"the compiler crashed its process (exit {r.returncode}): {tail}"[:400]}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tritonep.kernels.aot", description=__doc__.split("\n\n")[0])
-    p.add_argument("launches", help="JSON list of recorded launches")
-    p.add_argument("out", help="JSON file for the rows")
-    p.add_argument("--arch", default="90,80", help="compute capabilities, e.g. 90,80")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    """Worker: compile the (launch, configuration, arch) items of ITEMS.json in order,
+    one JSON row per line of OUT.jsonl, flushed as each finishes."""
+    p = argparse.ArgumentParser(prog="python -m tritonep.kernels.aot", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("items", help="JSON list of [launch, configuration, arch]")
+    p.add_argument("out", help="JSON-lines file for the rows")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         sys.exit("tritonep.kernels.aot: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     why = unavailable()
     if why:
         sys.exit(f"tritonep.kernels.aot: {why}")
-    with open(a.launches) as f:
-        launches = json.load(f)
-    rows = compile_all(launches, [int(x) for x in a.arch.split(",")], a.jobs)
-    with open(a.out, "w") as f:
-        json.dump(rows, f, indent=1)
+    warnings.filterwarnings("ignore", message="TRITON_DEFAULT_FP_FUSION")
+    with open(a.items) as f:
+        items = json.load(f)
+    with open(a.out, "w") as out:
+        for launch, config, arch in items:
+            out.write(json.dumps(compile_launch(launch, config, arch)) + "\n")
+            out.flush()
     return 0
 
 

@@ -124,11 +124,12 @@ def load_weights(ptrs, mask, W_BF16: tl.constexpr):
 
 
 @triton.jit
-def dot(a, b, PRECISION: tl.constexpr, acc=None):
-    """``acc + a @ b`` (fp32 x fp32 -> fp32; ``acc`` None: ``a @ b``) with the requested
+def dot(a, b, PRECISION: tl.constexpr, acc):
+    """``acc + a @ b`` (fp32 x fp32 -> fp32, ``acc`` an fp32 tile) with the requested
     operand precision ("ieee", "tf32", "bf16"), fp32 accumulation. Both operands'
     tiles must be at least 16 x 16 on a GPU. Accumulating in the dot itself lets the
-    tensor-core paths add into their accumulator registers in place.
+    tensor-core paths add into their accumulator registers in place (and a default
+    ``acc=None`` would reach ``tl.dot`` as a constexpr under triton 3.1).
 
     bf16: both operands rounded to bf16, then multiplied on the tf32 path, where
     bf16 values are exact; this gives a bf16 dot's numbers on the GPU and in the CPU

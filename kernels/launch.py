@@ -25,6 +25,19 @@ from typing import Callable, Iterator, Optional
 import triton
 
 
+# The triton release the tile tables and autotuning spaces were verified with (the compile
+# check: every specialization, sm_90 and sm_80, spill-free). Older releases compile them
+# with a few spills, and triton 3.1 aborts (a C++ assertion, which kills the process) on
+# some 8-warp tensor-core tiles, so before it the spaces keep their 4-warp tiles only.
+VERIFIED_TRITON = (3, 9)
+TRITON_VERSION = tuple(int(v) for v in triton.__version__.split(".")[:2])
+
+
+def verified_triton() -> bool:
+    """Whether the installed triton is at least the release the tiles were verified with."""
+    return TRITON_VERSION >= VERIFIED_TRITON
+
+
 @dataclass(frozen=True)
 class Space:
     """A kernel's autotuning space. ``configs``: dicts of tunable constexprs plus

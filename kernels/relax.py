@@ -43,7 +43,7 @@ from .common import (
     term_row,
     tile_row,
 )
-from .launch import Space, launch
+from .launch import Space, launch, verified_triton
 
 # the codes stay importable from here: callers pass relax.NUDGE_* to the launchers
 __all__ = ["ACTIVATION_CODES", "NUDGE_NEURON", "NUDGE_NEURON_GIVEN", "NUDGE_NONE", "NUDGE_SOFTMAX",
@@ -280,9 +280,13 @@ def cuda_tiles(precision: str, persistent: bool = False) -> dict:
 
 
 # Autotuning spaces on CUDA (``launch.Space``): a precision tries only its spill-free tiles.
+def _step_fits(c: dict, consts: dict) -> bool:
+    return ((c["BLOCK_B"], c["BLOCK_K"], c["num_warps"]) in STEP_TILES[consts["PRECISION"]]
+            and (c["num_warps"] == 4 or verified_triton()))  # see launch.VERIFIED_TRITON
+
+
 STEP_SPACE = Space(configs=_tiles(t for ts in STEP_TILES.values() for t in ts),
-                   key=("B", "stride_s", "PRECISION", "NUDGE", "SKIP_TERMS", "TRACK"),
-                   fits=lambda c, consts: (c["BLOCK_B"], c["BLOCK_K"], c["num_warps"]) in STEP_TILES[consts["PRECISION"]])
+                   key=("B", "stride_s", "PRECISION", "NUDGE", "SKIP_TERMS", "TRACK"), fits=_step_fits)
 READOUT_SPACE = Space(configs=_tiles(READOUT_TILES), key=("B", "n_top", "PRECISION"))
 
 

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .common import dot, link_row, utile_row
-from .launch import Space, launch
+from .launch import Space, launch, verified_triton
 
 RULE_FRE, RULE_CLASSIC = range(2)
 RULE_CODES = {"fre": RULE_FRE, "classic": RULE_CLASSIC}
@@ -64,16 +64,16 @@ def _update_kernel(
         mpre = mb[:, None] & mn[None, :]
         if pre_col < 0:  # the input layer: the same x in every phase
             c0 = tl.load(X + rb[:, None] * stride_x + rn[None, :], mask=mpre, other=0.0)
-            acc += dot(a - b, c0, PRECISION)
+            acc = dot(a - b, c0, PRECISION, acc)
         else:
             pre = rb[:, None] * stride_f + pre_col + rn[None, :]
             if RULE == _RULE_FRE:
                 c0 = tl.load(F0 + pre, mask=mpre, other=0.0)
-                acc += dot(a - b, c0, PRECISION)
+                acc = dot(a - b, c0, PRECISION, acc)
             else:
                 ca = tl.load(Fa + pre, mask=mpre, other=0.0)
                 cb = tl.load(Fb + pre, mask=mpre, other=0.0)
-                acc += dot(a, ca, PRECISION) - dot(b, cb, PRECISION)
+                acc = dot(-b, cb, PRECISION, dot(a, ca, PRECISION, acc))  # one accumulator for both phases
         bacc += tl.sum(a - b, axis=1)
 
     _store_grad(G + g_off + rm[:, None] * n_pre + rn[None, :], coef * acc, mm[:, None] & mn[None, :], ACCUMULATE)
@@ -103,7 +103,8 @@ def cuda_tiles(precision: str) -> dict:
 UPDATE_SPACE = Space(configs=tuple(dict(BLOCK_B=b, num_warps=w)
                                    for b, w in dict.fromkeys(t for ts in UPDATE_TILES.values() for t in ts)),
                      key=("B", "stride_f", "PRECISION", "RULE", "ACCUMULATE"), restore=("G",),
-                     fits=lambda c, consts: (c["BLOCK_B"], c["num_warps"]) in UPDATE_TILES[consts["PRECISION"]])
+                     fits=lambda c, consts: ((c["BLOCK_B"], c["num_warps"]) in UPDATE_TILES[consts["PRECISION"]]
+                                             and (c["num_warps"] == 4 or verified_triton())))  # launch.VERIFIED_TRITON
 
 
 def contrastive_update(frame_a, frame_b, frame_0, x, grads, tiles, links, coefs, *, rule: str,

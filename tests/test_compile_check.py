@@ -56,12 +56,15 @@ def test_problems_names_each_fault():
     ok = dict(kernel="_relax_step_kernel", arch=90, consts={"PRECISION": "tf32"}, config={"BLOCK_B": 64},
               error="", registers=200, local_bytes=0, stack_bytes=0, shared=1024, shared_limit=232448,
               dots="wgmma", ptx_bytes=1)
-    assert cc.problems([ok]) == []
+    assert cc.problems([ok], spills=True) == []
     faults = {"spills": dict(stack_bytes=16), "shared memory": dict(shared=300000),
               "not tensor cores": dict(dots="fma"), "does not compile": dict(error="CompilationError: K >= 16")}
     for what, change in faults.items():
-        (line,) = cc.problems([{**ok, **change}])
+        (line,) = cc.problems([{**ok, **change}], spills=True)
         assert what in line and "_relax_step_kernel sm_90 tf32" in line
+    # before the triton release the tiles were verified with, spills are listed, not faults
+    assert cc.problems([{**ok, "stack_bytes": 16}], spills=False) == []
+    assert cc.spilled([{**ok, "stack_bytes": 16}]) == ["_relax_step_kernel sm_90 tf32 [] (BB=64): 16 B spilled"]
 
 
 @records
@@ -86,12 +89,14 @@ def test_recording_sees_cuda_tiles_and_every_candidate():
 
 
 def test_autotuning_spaces_keep_only_each_precisions_tiles():
+    # (before triton 3.9 only 4-warp tiles: triton 3.1 aborts on some 8-warp tensor-core tiles)
+    old = not launch.verified_triton()
     for prec, tiles in relax.STEP_TILES.items():
         kept = relax.STEP_SPACE.candidates({"PRECISION": prec})
-        assert {(c["BLOCK_B"], c["BLOCK_K"], c["num_warps"]) for c in kept} == set(tiles)
+        assert {(c["BLOCK_B"], c["BLOCK_K"], c["num_warps"]) for c in kept} == {t for t in tiles if t[2] == 4 or not old}
     for prec, tiles in update.UPDATE_TILES.items():
         kept = update.UPDATE_SPACE.candidates({"PRECISION": prec})
-        assert {(c["BLOCK_B"], c["num_warps"]) for c in kept} == set(tiles)
+        assert {(c["BLOCK_B"], c["num_warps"]) for c in kept} == {t for t in tiles if t[1] == 4 or not old}
     assert update.UPDATE_SPACE.restore == ("G",)  # it may accumulate: timing runs must not add up
 
 

@@ -21,18 +21,15 @@ the presets' 128 is). Run it as ``python bench/compile_check.py [--grid full]``.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
 
 from .build import INPUT_SHAPES, build_net
-from .engine.backend import interpreting, kernel_module
+from .engine.backend import interpreting
+from .kernels import aot, launch
 from .presets import PRESETS, get
 
 # the kernels whose dots are written to take an operand precision
@@ -119,7 +116,6 @@ def record(cases: list[Case]) -> list[dict]:
     if not interpreting():
         raise RuntimeError("compile_check.record drives the kernels in Triton's interpreter: set TRITON_INTERPRET=1 "
                            "before importing tritonep")
-    launch = kernel_module("launch")
     with launch.recording() as rec:
         for case in cases:
             _drive(case)
@@ -127,25 +123,17 @@ def record(cases: list[Case]) -> list[dict]:
 
 
 def compile_launches(launches: list[dict], archs=(90, 80), jobs: Optional[int] = None) -> list[dict]:
-    """Compile the recorded ``launches`` for each arch in a fresh process (Triton not
-    interpreting); one row per (launch, configuration, arch)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton >= 3.9 warns without it; 1 is its default
-    with tempfile.TemporaryDirectory() as d:
-        src, out = os.path.join(d, "launches.json"), os.path.join(d, "rows.json")
-        with open(src, "w") as f:
-            json.dump(launches, f)
-        cmd = [sys.executable, "-m", "tritonep.kernels.aot", src, out, "--arch", ",".join(map(str, archs)),
-               "--jobs", str(jobs or os.cpu_count() or 1)]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-4000:]}")
-        with open(out) as f:
-            return json.load(f)
+    """Compile the recorded ``launches`` for each arch (``kernels.aot.compile_all``, in
+    processes where Triton does not interpret); one row per (launch, configuration, arch)."""
+    return aot.compile_all(launches, archs, jobs or os.cpu_count() or 1)
 
 
-def problems(rows: list[dict]) -> list[str]:
-    """What fails the check, one line per row at fault (empty: all good)."""
+def problems(rows: list[dict], spills: Optional[bool] = None) -> list[str]:
+    """What fails the check, one line per row at fault (empty: all good). ``spills``:
+    whether a spill is a fault (default: with the triton release the tiles were
+    verified with or a newer one, ``kernels.launch.VERIFIED_TRITON``; older releases
+    spill a little on them, which ``spilled`` lists)."""
+    spills = launch.verified_triton() if spills is None else spills
     bad = []
     for r in rows:
         what = f"{r['kernel']} sm_{r['arch']} {_short(r)}"
@@ -154,12 +142,18 @@ def problems(rows: list[dict]) -> list[str]:
             continue
         if r["shared_limit"] and r["shared"] > r["shared_limit"]:
             bad.append(f"{what}: {r['shared']} B of shared memory, over the {r['shared_limit']} B per block")
-        if r["local_bytes"] or r["stack_bytes"]:
+        if spills and (r["local_bytes"] or r["stack_bytes"]):
             bad.append(f"{what}: spills ({r['local_bytes']} B local, {r['stack_bytes']} B stack per thread; "
                        f"{r['registers']} registers)")
         if r["consts"].get("PRECISION") in ("tf32", "bf16") and r["dots"] not in TENSOR_CORE_DOTS + ("none",):
             bad.append(f"{what}: {r['consts']['PRECISION']} dots lowered to {r['dots']}, not tensor cores")
     return bad
+
+
+def spilled(rows: list[dict]) -> list[str]:
+    """The rows that spill, one line each (a fault with ``problems`` on a verified triton)."""
+    return [f"{r['kernel']} sm_{r['arch']} {_short(r)}: {r['local_bytes'] + r['stack_bytes']} B spilled"
+            for r in rows if not r["error"] and (r["local_bytes"] or r["stack_bytes"])]
 
 
 _SWITCHES = ("ACT", "NUDGE", "HAS_BF", "SKIP_TERMS", "TRACK", "FROM_ZERO", "W_BF16", "RULE", "ACCUMULATE", "P",
