@@ -101,12 +101,21 @@ def link_row(links, link):
 @triton.jit
 def activate(x, ACT: tl.constexpr):
     """rho(x) for one of the ACT_* codes, elementwise."""
-    if ACT == _ACT_TANH:  # as 2 sigmoid(2x) - 1, like the reference
-        y = 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    if ACT == _ACT_TANH:
+        # within a few ulp of torch.tanh everywhere: an odd polynomial for |x| < 0.625 (the
+        # Cephes tanhf coefficients), 1 - 2 / (exp(2|x|) + 1) beyond, where it cannot
+        # cancel; 2 sigmoid(2x) - 1 would lose every digit for small |x|
+        xs = tl.minimum(tl.maximum(x, -0.625), 0.625)  # the polynomial's range (no overflow when unused)
+        s = xs * xs
+        p = (((-5.70498872745e-3 * s + 2.06390887954e-2) * s - 5.37397155531e-2) * s + 1.33314422036e-1) * s
+        small = xs + xs * s * (p - 3.33332819422e-1)
+        a = tl.abs(x)
+        big = 1.0 - 2.0 / (tl.exp(2.0 * tl.minimum(a, 20.0)) + 1.0)  # tanh(20) rounds to 1: no overflow
+        y = tl.where(a < 0.625, small, tl.where(x < 0, -big, big))
     elif ACT == _ACT_HARD_SIGMOID:
         y = tl.minimum(tl.maximum(x, 0.0), 1.0)
     else:  # P-EP sigmoid
-        y = 1.0 / (1.0 + tl.exp(-4.0 * (x - 0.5)))
+        y = 1.0 / (1.0 + tl.exp(tl.minimum(-4.0 * (x - 0.5), 88.0)))  # exp(88) is still finite in fp32
     return y
 
 

@@ -179,7 +179,7 @@ def _relax_step_kernel(
 @triton.jit
 def _relax_persistent_kernel(
     S_start, S_a, S_b, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Scratch,
-    B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+    B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta, beta_growth,
     steps, n_tiles,
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, FROM_ZERO: tl.constexpr,
     W_BF16: tl.constexpr, PRECISION: tl.constexpr,
@@ -189,7 +189,8 @@ def _relax_persistent_kernel(
     step and every output tile for them. Samples are independent and the weights are
     read-only, so programs never wait on each other; within a program a barrier
     orders one step's writes before the next step's reads. Step t reads S_start (t = 0),
-    else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t).
+    else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t). Step t is
+    nudged by ``beta + t * beta_growth`` (the ramp: ``beta_growth = beta``).
 
     The dynamic softmax nudge's error is computed once per step, before the tiles,
     into ``Scratch`` ((B, C), the program's own rows), which the tiles then read as a
@@ -205,6 +206,7 @@ def _relax_persistent_kernel(
         tl.debug_barrier()
         first = 1
     for t in range(first, steps):
+        beta_t = beta + t * beta_growth
         # pick this step's frames first, so the step is inlined once (not once per frame pair)
         if t == 0:
             s_in = S_start
@@ -226,13 +228,13 @@ def _relax_persistent_kernel(
             tl.debug_barrier()
             for i in range(n_tiles):
                 _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, Scratch, S_a,
-                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, C, C, top, beta,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, C, C, top, beta_t,
                            pid_b, i, False, ACT, _NUDGE_SOFTMAX_GIVEN, HAS_BF, False, W_BF16, PRECISION,
                            BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
         else:
             for i in range(n_tiles):
                 _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, S_a,
-                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
+                           B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta_t,
                            pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
                            BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
         tl.debug_barrier()
@@ -326,9 +328,11 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, act
 def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, steps: int, *,
                 activation: str, from_zero: bool = False, nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0,
                 target=None, W_f=None, b_f=None, M_f=None, error=None, precision: str = "ieee",
-                block_b: int = 32, block_n: int = 64, block_k: int = 32, num_warps: int = 4):
+                beta_growth: float = 0.0, block_b: int = 32, block_n: int = 64, block_k: int = 32,
+                num_warps: int = 4):
     """``steps`` synchronous steps in ONE launch (the persistent kernel): each program
-    runs every step for its ``block_b`` samples. Arguments as ``relax_step``;
+    runs every step for its ``block_b`` samples. Arguments as ``relax_step``; step t
+    (0-based) is nudged by ``beta + t * beta_growth``;
     ``frames``: two (B, N) frames written alternately (step 0 into ``frames[0]``);
     ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame.
     Opt-in and not autotuned: no GPU run has shown it faster than ``relax_step``."""
@@ -339,7 +343,7 @@ def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, s
     scratch = s_a.new_empty(B, C) if nudge == NUDGE_SOFTMAX else s_a
     args = (s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else s_a,
             tiles, layers, terms, *nudge_ptrs, scratch, B, s_a.stride(0), drive.stride(0), *nudge_strides,
-            C, top, float(beta), steps, tiles.shape[0])
+            C, top, float(beta), float(beta_growth), steps, tiles.shape[0])
     consts = dict(ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
                   W_BF16=weights.dtype == _int16(), PRECISION=precision, BLOCK_N=block_n, BLOCK_C=_block_c(C))
     launch(_relax_persistent_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]),), args, consts,

@@ -23,7 +23,36 @@ def test_rows_map_to_presets_and_carry_the_papers_numbers():
         build.build_optimizer(build.build_net(cfg), cfg)  # the overrides fit the preset
     assert reproduce.row_config(paper.ROWS["mnist-20hl-bp"], 3, {"epochs": 2})["residual"] is None
     dlr = reproduce.row_config(paper.ROWS["mnist-3hl-sgd-dlr"], 0, {})
-    assert dlr["lr"] == presets.get("mnist-3hl-pep")["lr"] and dlr["optimizer"] == "sgd"
+    # the rates the authors' code applied (lr[-i] of their list), input to readout
+    assert dlr["lr"] == [0.002, 0.2, 0.05, 0.01] and dlr["optimizer"] == "sgd"
+
+
+def test_rows_run_as_their_numbers_were_made():
+    """Table 1's FC EP rows: the layered model (frozen error, constant nudge, free
+    readout error; 2HL with K=5); Table 2's FC EP rows: the graph model (ramp, frozen,
+    nudged readout error; 50 epochs of batch 500). Every one has an Algorithm 1 twin,
+    and the library's own defaults stay Algorithm 1."""
+    from tritonep import EPNet
+
+    variant = ("nudge_schedule", "error", "readout_error")
+    for row in paper.TABLES["table1"] + paper.TABLES["table2"]:
+        cfg = reproduce.row_config(row, 0, {})
+        if cfg["method"] != "ep" or cfg.get("conv") or cfg["output"] == "neuron":
+            assert f"{row.preset}-alg1" not in presets.PRESETS or cfg["method"] != "ep", row.key
+            continue
+        want = ("constant", "frozen", "free") if row.table == "table1" else ("ramp", "frozen", "nudged")
+        assert tuple(cfg[k] for k in variant) == want, row.key
+        if row.table == "table2":
+            assert (cfg["epochs"], cfg["batch_size"]) == (50, 500) and row.paper.setting.startswith("50/500-")
+        twin = paper.as_variant(row, "alg1")
+        assert twin.key == f"{row.key}-alg1" and twin.paper == row.paper
+        alg1 = reproduce.row_config(twin, 0, {})
+        assert tuple(alg1[k] for k in variant) == ("constant", "dynamic", "free")
+        assert {k: v for k, v in alg1.items() if k not in variant + ("description", "preset")} == {
+            k: v for k, v in cfg.items() if k not in variant + ("description", "preset")}
+    assert reproduce.row_config(paper.ROWS["mnist-2hl"], 0, {})["K"] == 5
+    o = EPNet([4, 5, 3]).options
+    assert (o.nudge_schedule, o.error, o.readout_error) == ("constant", "dynamic", "free")
 
 
 def test_bad_targets_and_options(capsys):
@@ -92,7 +121,10 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
         assert s["best_test_acc"]["mean"] == pytest.approx(statistics.fmean(r["best_test_acc"] for r in runs))
     assert table["mnist-2hl-bp"]["Our setting"] == "1/500-1/1" and table["mnist-2hl-bp"]["Paper setting"] == (
         "50/500-1/1")
-    assert table["mnist-5hl"]["Our setting"] == "1/500-50/25"
+    # Table 2 rows run the authors' graph model, and the table says so; its budget is the notebooks'
+    assert table["mnist-5hl"]["Our setting"] == "1/500-50/25 (ramp, frozen error, nudged readout error)"
+    assert table["mnist-5hl"]["Paper setting"] == "50/500-50/25"
+    assert next(r for r in summary["rows"] if r["key"] == "mnist-5hl")["setting"] == table["mnist-5hl"]["Our setting"]
     conv = table["mnist-conv-bp"]
     assert conv["Paper test % (train)"] == "98.93 ± 0.18 (99.43)" and conv["Paper time"] == "0:01:01"
     assert conv["Our setting"] == "1/128-1/1"
@@ -105,3 +137,9 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     # ... and refuses runs made with other settings
     assert cli.main(args + ["--resume-existing", "--epochs", "2"]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err
+    # --variant alg1 runs each row's Algorithm 1 twin (rows without one run as they are)
+    assert cli.main(args + ["--variant", "alg1", "--name", "alg1"]) == 0
+    alg1 = _table((out / "alg1.md").read_text())
+    assert list(alg1) == ["mnist-2hl-bp", "mnist-conv-bp", "mnist-5hl-alg1"]
+    assert alg1["mnist-5hl-alg1"]["Our setting"] == "1/500-50/25"
+    assert alg1["mnist-5hl-alg1"]["Paper test % (train)"] == table["mnist-5hl"]["Paper test % (train)"]

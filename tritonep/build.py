@@ -42,7 +42,7 @@ def build_net(cfg: dict) -> Union[EPNet, ConvEPNet]:
                  alpha=cfg["alpha"], bias=cfg["bias"], output=cfg["output"], T=cfg["T"], K=cfg["K"],
                  rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"], normalize=cfg["normalize"],
                  backend=cfg["backend"], precision=cfg.get("precision", "auto"), tol=cfg.get("tol"),
-                 check_every=cfg.get("check_every", 5))
+                 check_every=cfg.get("check_every", 5), **_variant(cfg))
 
 
 def _build_conv(cfg: dict) -> ConvEPNet:
@@ -53,7 +53,13 @@ def _build_conv(cfg: dict) -> ConvEPNet:
         activation=cfg["activation"], residual=cfg.get("residual"), alpha=cfg.get("alpha", 1.0),
         output=cfg["output"], T=cfg["T"], K=cfg["K"], rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"],
         normalize=cfg["normalize"], input_norm=cfg.get("input_norm"), backend=cfg.get("backend", "auto"),
-        tol=cfg.get("tol"), check_every=cfg.get("check_every", 5), cuda_graph=cfg.get("cuda_graph", False))
+        tol=cfg.get("tol"), check_every=cfg.get("check_every", 5), cuda_graph=cfg.get("cuda_graph", False),
+        **_variant(cfg))
+
+
+def _variant(cfg: dict) -> dict:
+    """The nudge schedule and readout error of a config (older configs have neither)."""
+    return dict(nudge_schedule=cfg.get("nudge_schedule", "constant"), readout_error=cfg.get("readout_error", "free"))
 
 
 def build_optimizer(net: EPModule, cfg: dict) -> torch.optim.Optimizer:

@@ -74,6 +74,13 @@ class ConvEPNet(EPModule):
             ``"cifar10"`` (the paper's code: std 3x the usual); None: none.
         cuda_graph: on CUDA with the Triton backend, replay each ``ep_step`` as one
             captured CUDA graph (opt-in: checked by the GPU tests, not on CPU).
+        nudge_schedule: ``"constant"`` (default, Algorithm 1) or ``"ramp"``: the k-th
+            nudged step (k = 1..K) is nudged by k * beta_f (the paper authors' graph
+            model, with ``error="frozen"``); the rules, ``normalize`` and symmetric
+            nudging then use the last step's strength K * beta_f.
+        readout_error: ``"free"`` (default: the readout's exact gradient at the free
+            state) or ``"nudged"`` (the error at the end of the positive nudged phase,
+            as the graph model updates its readout; softmax output only).
     """
 
     def __init__(self, layers: Sequence[Union[nn.Module, int]], *, input_shape: Sequence[int],
@@ -81,10 +88,11 @@ class ConvEPNet(EPModule):
                  residual=None, alpha: float = 1.0, output: str = "softmax", input_norm=None,
                  T: int = 20, K: int = 10, rule: str = "fre", nudging: str = "positive", error: str = "dynamic",
                  normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
-                 backend: str = "auto", cuda_graph: bool = False):
+                 backend: str = "auto", cuda_graph: bool = False, nudge_schedule: str = "constant",
+                 readout_error: str = "free"):
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error)
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
         if shape is None or len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
                                                    for v in shape):

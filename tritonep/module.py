@@ -37,7 +37,8 @@ class EPModule(nn.Module):
     """Base of ``EPNet`` and ``ConvEPNet``; see those for the options.
 
     Attributes: ``options`` (the default ``StepOptions``; ``T``, ``K``, ``rule``,
-    ``nudging``, ``error``, ``normalize`` and ``tol`` read and set its fields),
+    ``nudging``, ``error``, ``normalize``, ``tol``, ``nudge_schedule`` and
+    ``readout_error`` read and set its fields),
     ``nudge`` (beta_f), ``output``, ``activation``, ``backend``, ``check_every``,
     ``cuda_graph``, ``last_steps`` (``{"free": t, "nudged": [k, ...]}`` of the last
     call), ``topology``.
@@ -45,14 +46,16 @@ class EPModule(nn.Module):
 
     def __init__(self, *, output: str, activation: str, nudge: float, T: int, K: int, rule: str, nudging: str,
                  error: str, normalize: bool, backend: str, tol: Optional[float], check_every: int,
-                 cuda_graph: bool):
+                 cuda_graph: bool, nudge_schedule: str = "constant", readout_error: str = "free"):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.output = output
         self.activation = check_activation(activation)
         self.nudge = positive_float("nudge", nudge)
-        self.options = StepOptions(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol)
+        self.options = StepOptions(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol,
+                                   nudge_schedule=nudge_schedule, readout_error=readout_error)
+        self._check_readout_error(self.options)
         self.backend = choice("backend", backend, BACKENDS)
         self.check_every = positive_int("check_every", check_every)
         self.cuda_graph = bool(cuda_graph)
@@ -71,6 +74,12 @@ class EPModule(nn.Module):
 
     T, K, rule, nudging = _step_option("T"), _step_option("K"), _step_option("rule"), _step_option("nudging")
     error, normalize, tol = _step_option("error"), _step_option("normalize"), _step_option("tol")
+    nudge_schedule, readout_error = _step_option("nudge_schedule"), _step_option("readout_error")
+
+    def _check_readout_error(self, o: StepOptions) -> None:
+        if o.readout_error == "nudged" and self.output != "softmax":
+            raise ValueError("readout_error='nudged' needs a softmax readout (output='softmax'); output neurons "
+                             "have no readout to update")
 
     # ------------------------------------------------------------------ what a net supplies
     def spec(self):
@@ -210,7 +219,8 @@ class EPModule(nn.Module):
     @torch.no_grad()
     def ep_step(self, x: Tensor, y: Tensor, *, T: Optional[int] = None, K: Optional[int] = None,
                 rule: Optional[str] = None, nudging: Optional[str] = None, error: Optional[str] = None,
-                normalize: Optional[bool] = None, tol: Optional[float] = None) -> tuple[Tensor, Tensor]:
+                normalize: Optional[bool] = None, tol: Optional[float] = None, nudge_schedule: Optional[str] = None,
+                readout_error: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """One EP step: free phase, nudged phase(s), local updates into ``.grad``.
 
         Like ``loss.backward()``, it accumulates into each trained parameter's
@@ -220,13 +230,23 @@ class EPModule(nn.Module):
 
         x: (B, ...) inputs (see the net's ``check_input``).
         y: (B,) integer labels in [0, C), or (B, C) target probabilities.
-        T, K, rule, nudging, error, normalize, tol: override the net's defaults for this call.
+        T, K, rule, nudging, error, normalize, tol, nudge_schedule, readout_error:
+        override the net's defaults for this call.
+        nudge_schedule ``"ramp"`` nudges the k-th nudged step (k = 1..K) by
+        ``k * beta_f`` (with the error ``error`` chooses; with ``error="frozen"`` the
+        paper authors' graph model); the rules, ``normalize`` and symmetric nudging
+        then use the last step's strength ``K * beta_f`` wherever they need one.
+        readout_error ``"nudged"`` updates the softmax readout with the error at the
+        end of the (positive) nudged phase, ``(p^beta - y)^T s_L^0 / B``, as that model
+        does, instead of its exact gradient at the free state.
         Returns ``(loss, logits)``: the free phase's mean cost (scalar) and its
         logits (B, C), both detached. ``self.last_steps`` holds the steps each phase ran.
         """
         x = self.check_input(x)
         target = self.check_target(y, x.shape[0])
-        o = self.options.override(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol)
+        o = self.options.override(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol,
+                                  nudge_schedule=nudge_schedule, readout_error=readout_error)
+        self._check_readout_error(o)
         sign = draw_sign(o.nudging)
         done = None
         if self.backend_for(x, o.tol) == "triton":
@@ -273,19 +293,21 @@ class EPModule(nn.Module):
         steps: list[int] = []
 
         def nudged(beta: float, tag: str):
-            states, k = engine.nudged(free, target, error, beta, o.K, o.frozen, o.tol, tag)
+            states, k = engine.nudged(free, target, error, beta, o.K, o.frozen, o.tol, tag, o.ramp)
             steps.append(k)
             return states
 
-        beta = self.nudge
+        beta, strength = self.nudge, o.strength(self.nudge)  # strength: the ramp's last step, K beta
         if o.nudging == "symmetric":
-            a, b, span = nudged(beta, "plus"), nudged(-beta, "minus"), 2 * beta
+            a, b, span = nudged(beta, "plus"), nudged(-beta, "minus"), 2 * strength
         else:
-            a, b, span = nudged(sign * beta, "plus"), free, sign * beta
-        gain = self.topology.feedback_gain(beta) if o.normalize else None
-        engine.update(o.rule, a, b, free, rules.link_coefficients(self.topology.trained_links(), o.rule, beta, span,
-                                                                  B, gain))
-        if self.output == "softmax":  # readout: exact cross-entropy gradient at the free state
-            W_f, b_f, _ = self.readout_matrices()
+            a, b, span = nudged(sign * beta, "plus"), free, sign * strength
+        gain = self.topology.feedback_gain(strength) if o.normalize else None
+        engine.update(o.rule, a, b, free, rules.link_coefficients(self.topology.trained_links(), o.rule, strength,
+                                                                  span, B, gain))
+        if self.output == "softmax":  # readout: exact cross-entropy gradient at the free state, or
+            W_f, b_f, _ = self.readout_matrices()  # the error at the end of the positive nudged phase
+            if o.readout_error == "nudged":
+                error = engine.readout(a if sign > 0 else free, target)[1]  # a negative random sign: none
             rules.add_readout_gradient(W_f, b_f, error, engine.readout_input(free), B)
         return loss, out, (t_free, steps)

@@ -45,7 +45,10 @@ class EPNet(EPModule):
         residual: bidirectional long-range links: int k links layers 1<->1+k,
             1+k<->1+2k, ... (the paper's 10-layer net: k=3), or a list of (i, j).
         agt: probability P of an extra link per ordered pair of hidden layers
-            (arbitrary graph topology; needs ``feedback_weights="random"``).
+            (arbitrary graph topology, drawn from ``agt_seed``), or an explicit list
+            of directed links ``[(i, j), ...]`` to rebuild a given graph (i < j
+            forward, trained; i > j fixed random feedback); needs
+            ``feedback_weights="random"``.
         agt_seed: seed of the AGT draw (and nothing else).
         alpha: scale of the forward links between hidden layers.
         bias: give every layer built from ``sizes`` a trained bias (default False,
@@ -61,6 +64,13 @@ class EPNet(EPModule):
             ``"frozen"`` (error kept at its free-phase value, the authors' code).
         normalize: divide each layer's update by the nudge and feedback strength
             that reaches it, so its scale is that of a gradient.
+        nudge_schedule: ``"constant"`` (default, Algorithm 1) or ``"ramp"``: the k-th
+            nudged step (k = 1..K) is nudged by k * beta_f (the paper authors' graph
+            model, with ``error="frozen"``); the rules, ``normalize`` and symmetric
+            nudging then use the last step's strength K * beta_f.
+        readout_error: ``"free"`` (default: the readout's exact gradient at the free
+            state) or ``"nudged"`` (the error at the end of the positive nudged phase,
+            as the graph model updates its readout; softmax output only).
         backend: ``"auto"`` (Triton on CUDA float32, the PyTorch reference otherwise),
             ``"torch"`` or ``"triton"`` (on CPU only under ``TRITON_INTERPRET=1``).
         precision: operands of the Triton kernels' products: ``"auto"`` (default:
@@ -82,14 +92,15 @@ class EPNet(EPModule):
     def __init__(self, sizes: Sequence[Union[int, nn.Module]], *,
                  feedback: Union[float, Sequence[float]] = 0.01, feedback_weights: str = "symmetric",
                  nudge: float = 0.1, activation: str = "tanh", residual: Union[int, Sequence[Sequence[int]], None] = None,
-                 agt: Optional[float] = None, agt_seed: int = 0, alpha: float = 1.0, bias: bool = False,
+                 agt: Union[float, Sequence[Sequence[int]], None] = None, agt_seed: int = 0, alpha: float = 1.0, bias: bool = False,
                  output: str = "softmax", T: int = 10, K: int = 10, rule: str = "fre", nudging: str = "positive",
                  error: str = "dynamic", normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
-                 backend: str = "auto", precision: str = "auto", cuda_graph: bool = True, persistent: bool = False):
+                 backend: str = "auto", precision: str = "auto", cuda_graph: bool = True, persistent: bool = False,
+                 nudge_schedule: str = "constant", readout_error: str = "free"):
         layers, widths = _stack(sizes, bias)
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error)
         if feedback_weights not in FEEDBACK_WEIGHTS:
             raise ValueError(f"feedback_weights must be one of {FEEDBACK_WEIGHTS}, got {feedback_weights!r}")
         self.sizes = widths

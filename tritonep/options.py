@@ -20,6 +20,11 @@ PRECISIONS = ("auto", "ieee", "tf32", "bf16")
 MATMUL_PRECISIONS = {"highest": "ieee", "high": "tf32", "medium": "bf16"}
 RULES = ("fre", "classic")
 NUDGINGS = ("positive", "symmetric", "random-sign")
+# "ramp": the k-th nudged step (k = 1..K) is nudged by k * beta (the paper authors' graph model)
+NUDGE_SCHEDULES = ("constant", "ramp")
+# the softmax readout's update from p at the free state (its exact gradient) or at the end
+# of the (positive) nudged phase (the authors' graph model)
+READOUT_ERRORS = ("free", "nudged")
 ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
 
 
@@ -60,9 +65,10 @@ def choice(name: str, v, options) -> str:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """What one ``ep_step`` runs: phase lengths, rule, nudging, error mode,
-    normalisation and the convergence tolerance. A net holds its defaults as one
-    of these; ``override`` applies (and validates) the per-call keywords."""
+    """What one ``ep_step`` runs: phase lengths, rule, nudging, error mode, nudge
+    schedule, readout error, normalisation and the convergence tolerance. A net
+    holds its defaults as one of these; ``override`` applies (and validates) the
+    per-call keywords."""
 
     T: int = 10
     K: int = 10
@@ -71,6 +77,8 @@ class StepOptions:
     error: str = "dynamic"
     normalize: bool = False
     tol: Optional[float] = None
+    nudge_schedule: str = "constant"
+    readout_error: str = "free"
 
     def __post_init__(self):
         positive_int("T", self.T)
@@ -78,6 +86,8 @@ class StepOptions:
         choice("rule", self.rule, RULES)
         choice("nudging", self.nudging, NUDGINGS)
         choice("error", self.error, ERRORS)
+        choice("nudge_schedule", self.nudge_schedule, NUDGE_SCHEDULES)
+        choice("readout_error", self.readout_error, READOUT_ERRORS)
         object.__setattr__(self, "normalize", bool(self.normalize))
         object.__setattr__(self, "tol", optional_positive_float("tol", self.tol))
 
@@ -85,6 +95,16 @@ class StepOptions:
     def frozen(self) -> bool:
         """The output error stays at its free-phase value during the nudged phase."""
         return self.error == "frozen"
+
+    @property
+    def ramp(self) -> bool:
+        """The k-th nudged step is nudged by k * beta (k = 1..K)."""
+        return self.nudge_schedule == "ramp"
+
+    def strength(self, beta: float) -> float:
+        """The nudge strength the rules and ``normalize`` use: ``beta``, or with the ramp
+        the last step's ``K * beta``."""
+        return beta * self.K if self.ramp else beta
 
     def override(self, **changes) -> "StepOptions":
         """A copy with the keywords that are not None replaced (and validated)."""

@@ -17,6 +17,7 @@ differentiate them: BPTT in ``tritonep.baselines``).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -36,13 +37,15 @@ def activate(name: str, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
     """rho(x). ``tanh``; ``hard_sigmoid`` = clamp(x, 0, 1); ``pep_sigmoid`` =
     1 / (1 + exp(-4 (x - 0.5))) (Ernoult et al. 2019). In place when ``out is x``."""
     if name == "tanh":
-        # tanh(x) = 2 sigmoid(2x) - 1: same values to float rounding, and on CPU torch's
-        # sigmoid is ~3x faster than its tanh (which would cost a fifth of an EP step)
+        # Not 2 sigmoid(2x) - 1: faster on CPU, but it loses every digit for small |x|, where
+        # a deep net's learning signal s^beta - s^0 lives. Out of place (autograd): torch.tanh.
+        # In place (the fast path): expm1(2x) / (expm1(2x) + 2), within 2 ulp of torch.tanh
+        # and faster on CPU (bench/test_bench_activations.py); clamped, since tanh(20) rounds
+        # to 1 and expm1 overflows past 44.
         if out is None:
-            return 2.0 * torch.sigmoid(2.0 * x) - 1.0
-        if out is not x:
-            out.copy_(x)
-        return out.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+            return torch.tanh(x)
+        e = torch.clamp(x, -20.0, 20.0, out=out).mul_(2.0).expm1_()
+        return e.div_(e + 2.0)
     if name == "hard_sigmoid":
         return torch.clamp(x, 0.0, 1.0, out=out) if out is not None else torch.clamp(x, 0.0, 1.0)
     if name == "pep_sigmoid":
@@ -55,7 +58,24 @@ def activate(name: str, x: Tensor, out: Optional[Tensor] = None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- nudges
-class SoftmaxNudge:
+class _Schedule:
+    """What both nudges share: the strength of each nudged step. ``beta`` is that of
+    every step, or with ``ramp`` that of the first, the k-th (k = 1..K) getting k * beta."""
+
+    beta: float
+    ramp: bool
+
+    def at(self, t: int):
+        """The nudge of nudged step ``t`` (0-based): this one, or with the ramp a copy of
+        strength ``(t + 1) * beta``."""
+        if not self.ramp:
+            return self
+        n = copy.copy(self)
+        n.beta, n.ramp = self.beta * (t + 1), False
+        return n
+
+
+class SoftmaxNudge(_Schedule):
     """FRE nudge: ``+ beta_f * (y - softmax(s_L @ W_f^T + b_f)) @ M_f`` on the last
     hidden layer, where ``M_f`` is ``W_f`` (symmetric, i.e. B_f = W_f^T) or a fixed
     random ``(C, n_L)`` matrix.
@@ -64,12 +84,13 @@ class SoftmaxNudge:
     target: (B, C) class probabilities (one-hot for labels); beta: nudge strength
     (signed). ``frozen=True`` keeps the error at its free-phase value (the paper
     authors' code) instead of recomputing p from the current state at every step
-    (the paper's Algorithm 1, the default).
+    (the paper's Algorithm 1, the default). ``ramp``: see ``at``.
     """
 
     def __init__(self, W_f: Tensor, b_f: Optional[Tensor], M_f: Tensor, target: Tensor, beta: float,
-                 frozen: bool = False, free_top: Optional[Tensor] = None):
+                 frozen: bool = False, free_top: Optional[Tensor] = None, ramp: bool = False):
         self.W_f, self.b_f, self.M_f, self.target, self.beta = W_f, b_f, M_f, target, float(beta)
+        self.ramp = bool(ramp)
         self.frozen_error = self.error(free_top) if frozen else None
 
     def error(self, s_top: Tensor) -> Tensor:
@@ -83,12 +104,13 @@ class SoftmaxNudge:
         return torch.addmm(pre, e, self.M_f, alpha=self.beta)
 
 
-class NeuronNudge:
+class NeuronNudge(_Schedule):
     """P-EP nudge: ``+ beta * (y - s_out)`` on the output neurons (the gradient of
-    the MSE cost 0.5 * ||y - s_out||^2). target: (B, C)."""
+    the MSE cost 0.5 * ||y - s_out||^2). target: (B, C). ``ramp``: see ``at``."""
 
-    def __init__(self, target: Tensor, beta: float, frozen: bool = False, free_top: Optional[Tensor] = None):
-        self.target, self.beta = target, float(beta)
+    def __init__(self, target: Tensor, beta: float, frozen: bool = False, free_top: Optional[Tensor] = None,
+                 ramp: bool = False):
+        self.target, self.beta, self.ramp = target, float(beta), bool(ramp)
         self.frozen_error = (target - free_top) if frozen else None
 
     def add_to(self, pre: Tensor, s_top: Tensor, inplace: bool) -> Tensor:
@@ -181,7 +203,8 @@ def relax_until(
     """
     def one(cur, t):
         out = buffers[t % 2] if buffers is not None else None
-        return step(cur, drives, terms, act, nudge=nudge, out=out, skip_terms=from_zero and t == 0)
+        return step(cur, drives, terms, act, nudge=nudge.at(t) if nudge is not None else None, out=out,
+                    skip_terms=from_zero and t == 0)
 
     return iterate(one, states, steps, tol=tol, check_every=check_every)
 

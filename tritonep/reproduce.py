@@ -65,9 +65,17 @@ def fmt_pm(s: dict, digits: int = 2, unit: str = "") -> str:
 
 
 def setting(cfg: dict) -> str:
-    """A config in the paper's "epochs/batch-T/K" notation (T/K = 1/1 for BP and FA)."""
+    """A config in the paper's "epochs/batch-T/K" notation (T/K = 1/1 for BP and FA),
+    then for EP the variant where it is not Algorithm 1 (e.g. "ramp, frozen error,
+    nudged readout error")."""
     tk = "1/1" if cfg["method"] != "ep" else f"{cfg['T']}/{cfg['K']}"
-    return f"{cfg['epochs']}/{cfg['batch_size']}-{tk}"
+    out = f"{cfg['epochs']}/{cfg['batch_size']}-{tk}"
+    if cfg["method"] == "ep":
+        tags = [t for t, on in (("ramp", cfg.get("nudge_schedule") == "ramp"),
+                                ("frozen error", cfg.get("error") == "frozen"),
+                                ("nudged readout error", cfg.get("readout_error") == "nudged")) if on]
+        out += f" ({', '.join(tags)})" if tags else ""
+    return out
 
 
 def summarise_row(row: Row, runs: list[dict], opts: dict) -> dict:
@@ -180,7 +188,7 @@ def reproduce(targets: list[str], opts: dict, out_dir: Path, *, name: Optional[s
               command: str = "", log=print) -> dict:
     """Run every seed of every row; write ``NAME.md`` and ``NAME.json`` in ``out_dir``.
     Returns the summary (as written to ``NAME.json``)."""
-    rows = resolve(targets, opts.get("dataset"))
+    rows = resolve(targets, opts.get("dataset"), opts.get("variant", "paper"))
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(opts["first_seed"], opts["first_seed"] + opts["seeds"]))
     todo = sum(len(seeds) for r in rows if r.preset)

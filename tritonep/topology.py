@@ -174,6 +174,31 @@ def agt_pairs(n_state: int, p: float, seed: int) -> list[tuple[int, int]]:
     return pairs
 
 
+def agt_links(n_state: int, agt, seed: int) -> list[tuple[int, int]]:
+    """The extra AGT links of ``agt``: a probability P (``agt_pairs``' seeded draw) or
+    an explicit list of directed pairs ``[(i, j), ...]`` (a published graph rebuilt),
+    each joining two state layers of 1..n at least two apart, i < j forward and i > j
+    feedback, as the draw makes them."""
+    if isinstance(agt, bool):
+        raise TypeError(f"agt must be a probability or a list of (i, j) pairs, got {agt!r}")
+    if isinstance(agt, (int, float)):
+        return agt_pairs(n_state, float(agt), seed)
+    if not isinstance(agt, (list, tuple)):
+        raise TypeError(f"agt must be a probability or a list of (i, j) pairs, got {agt!r}")
+    pairs = []
+    for p in agt:
+        if not isinstance(p, (list, tuple)) or len(p) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                                                  for v in p):
+            raise ValueError(f"agt link {p!r} must be a pair of ints (i, j)")
+        i, j = p
+        if not (1 <= i <= n_state and 1 <= j <= n_state and abs(i - j) >= 2):
+            raise ValueError(f"agt link {tuple(p)} must join state layers 1..{n_state} at least two apart")
+        if (i, j) in pairs:
+            raise ValueError(f"agt link {tuple(p)} is listed twice")
+        pairs.append((i, j))
+    return pairs
+
+
 def layered(
     sizes: Sequence[int],
     *,
@@ -181,7 +206,7 @@ def layered(
     feedback_weights: str = "symmetric",
     alpha: float = 1.0,
     residual: int | Sequence[Sequence[int]] | None = None,
-    agt: float | None = None,
+    agt: float | Sequence[Sequence[int]] | None = None,
     agt_seed: int = 0,
 ) -> Topology:
     """Build the links of a layered net.
@@ -191,7 +216,8 @@ def layered(
     feedback_weights: ``"symmetric"`` (W^T) or ``"random"`` (fixed random matrices).
     alpha: scale of forward links between state layers (not the input drive).
     residual: int k or list of (i, j) pairs of bidirectional long-range links.
-    agt: probability of an extra link per ordered pair (needs random feedback).
+    agt: probability of an extra link per ordered pair, or the directed pairs
+    themselves (``agt_links``; needs random feedback).
     """
     if feedback_weights not in FEEDBACK_WEIGHTS:
         raise ValueError(f"feedback_weights must be one of {FEEDBACK_WEIGHTS}, got {feedback_weights!r}")
@@ -215,7 +241,7 @@ def layered(
     if agt is not None:
         if sym:
             raise ValueError("agt topology needs feedback_weights='random' (its i>j links are fixed random feedback)")
-        for i, j in agt_pairs(n, float(agt), agt_seed):
+        for i, j in agt_links(n, agt, agt_seed):
             if i < j and (i, j) not in res:
                 links.append(Link(i, j, "forward", f"skips.{i}_{j}", False, float(alpha), True))
             elif i > j and (j, i) not in res:

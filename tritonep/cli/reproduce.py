@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import data as data_mod
-from ..paper import TABLES, paper_cell, resolve
+from ..paper import TABLES, VARIANTS, paper_cell, resolve
 from ..reproduce import reproduce
 from .common import USER_ERRORS, add_data_source, add_limits, fail
 
@@ -35,6 +35,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, help="override every row's epochs (default: the preset's, as the paper)")
     add_limits(ap)
     ap.add_argument("--dataset", choices=data_mod.DATASETS, help="keep only the rows on this dataset")
+    ap.add_argument("--variant", choices=VARIANTS, default="paper",
+                    help="paper (default): each row as its published number was made (the authors' code); alg1: "
+                         "the paper's Algorithm 1 (rows ROW-alg1)")
     ap.add_argument("--device", help="auto (default), cpu, cuda, ...")
     ap.add_argument("--backend", help="the engine's backend (auto, torch, ...)")
     add_data_source(ap)
@@ -65,7 +68,7 @@ def _list_rows() -> str:
 def _options(args: argparse.Namespace) -> dict:
     o = {"seeds": args.seeds, "first_seed": args.first_seed, "epochs": args.epochs,
          "limit_train": args.limit_train, "limit_test": args.limit_test, "device": args.device,
-         "backend": args.backend, "quick": args.quick, "dataset": args.dataset}
+         "backend": args.backend, "quick": args.quick, "dataset": args.dataset, "variant": args.variant}
     if args.quick:
         for key, v in QUICK.items():
             if o[key] is None:
@@ -91,7 +94,7 @@ def run_args(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
         if not args.targets:
             raise ValueError("give a table (table1, table2) or rows (see --list)")
         opts = _options(args)
-        resolve(args.targets, opts["dataset"])  # bad names fail before any run
+        resolve(args.targets, opts["dataset"], opts["variant"])  # bad names fail before any run
         out = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
         command = "tritonep reproduce " + " ".join(shlex.quote(a) for a in (argv or args.targets))
         summary = reproduce(args.targets, opts, out, name=args.name, resume_existing=args.resume_existing,

@@ -165,7 +165,8 @@ class ConvReference(ReferenceEngine):
 
     def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False):
         """``steps`` steps (fewer on convergence under ``tol``): (final states, steps run)."""
-        return ref.iterate(lambda cur, t: self.step(cur, drives, nudge=nudge, skip_terms=from_zero and t == 0),
+        return ref.iterate(lambda cur, t: self.step(cur, drives, nudge=nudge.at(t) if nudge is not None else None,
+                                                    skip_terms=from_zero and t == 0),
                            states, steps, tol=tol, check_every=self.check_every)
 
     # ---- the phases of ep_step
@@ -175,8 +176,8 @@ class ConvReference(ReferenceEngine):
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str):
-        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen), tol=tol)
+               tol: Optional[float], tag: str, ramp: bool = False):
+        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen, ramp), tol=tol)
 
     def update(self, rule: str, a, b, free, coefs: Sequence[float]) -> None:
         """Each trained link: fre ``coef * corr(O_src^0, s_dst^a - s_dst^b)``; classic

@@ -114,7 +114,7 @@ class ConvTriton(ConvReference):
         frames = (self.frames.get(tag + "0"), self.frames.get(tag + "1"))
         cur = start
         for t in range(steps):
-            self.fused_step(cur, frames[t % 2], self.x, self.drive, nudge)
+            self.fused_step(cur, frames[t % 2], self.x, self.drive, nudge.at(t) if nudge is not None else None)
             cur = frames[t % 2]
         return cur
 
@@ -132,9 +132,9 @@ class ConvTriton(ConvReference):
         return self._states(self.free_frame), T
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str):
+               tol: Optional[float], tag: str, ramp: bool = False):
         self._no_tol(tol)
-        f = self._phase(self.free_frame, tag, K, self.nudge(free, target, beta, frozen))
+        f = self._phase(self.free_frame, tag, K, self.nudge(free, target, beta, frozen, ramp))
         return self._states(f), K
 
     def _states(self, f: dict) -> list[Tensor]:

@@ -102,9 +102,10 @@ class DenseReference(ReferenceEngine):
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str):
-        """A nudged phase of strength ``beta`` from the free state: (states, steps run)."""
-        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen), tol=tol,
+               tol: Optional[float], tag: str, ramp: bool = False):
+        """A nudged phase of strength ``beta`` (``ramp``: ``k * beta`` at step k) from the
+        free state: (states, steps run)."""
+        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen, ramp), tol=tol,
                         buffers=self._buffers(tag, self.x))
 
     def update(self, rule: str, a, b, free, coefs: Sequence[float]) -> None:

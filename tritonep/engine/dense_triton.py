@@ -261,8 +261,10 @@ class DenseTriton:
         return self.plan.grads
 
     def _phase(self, tag: str, start: Optional[Tensor], steps: int, *, nudge: int = 0, beta: float = 0.0,
-               tol: Optional[float] = None, **operands) -> tuple[Tensor, int]:
-        """Up to ``steps`` steps from the frame ``start`` (None: zero states): (frame, steps run)."""
+               ramp: bool = False, tol: Optional[float] = None, **operands) -> tuple[Tensor, int]:
+        """Up to ``steps`` steps from the frame ``start`` (None: zero states): (frame,
+        steps run). ``ramp``: step t (0-based) is nudged by ``(t + 1) * beta``, a kernel
+        argument like ``beta`` (no recompile)."""
         plan, bl, relax_k = self.plan, self.plan.blocks, self.relax_k
         frames = plan.frames(tag, self.x.shape[0])
         common = dict(activation=self.spec.activation, nudge=nudge, top=plan.top, beta=beta,
@@ -270,12 +272,15 @@ class DenseTriton:
         tables = (self.drive, self.w, self.b, plan.tiles, plan.layers, plan.terms)
         if self.persistent and tol is None:  # the whole phase in one launch
             return relax_k.relax_phase(start, frames, *tables, steps, from_zero=start is None, block_b=bl.phase_b,
-                                       block_k=bl.phase_k, num_warps=bl.phase_warps, **common), steps
+                                       block_k=bl.phase_k, num_warps=bl.phase_warps,
+                                       beta_growth=beta if ramp else 0.0, **common), steps
         common.update(block_b=bl.relax_b, block_k=bl.relax_k, num_warps=bl.num_warps)
         cur = start
         for t in range(steps):
             out = frames[t % 2]
             track = tol is not None and (t + 1) % self.check_every == 0
+            if ramp:
+                common["beta"] = beta * (t + 1)
             relax_k.relax_step(cur if cur is not None else out, out, *tables, delta=self.delta if track else None,
                                skip_terms=cur is None, **common)
             cur = out
@@ -312,17 +317,18 @@ class DenseTriton:
         return self.logits_buf.clone(), self.err_buf
 
     def nudged(self, free: Tensor, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str):
+               tol: Optional[float], tag: str, ramp: bool = False):
         """A nudged phase from the free frame: (frame, steps run). ``error`` is the free
-        phase's (from ``readout``), used as it is when ``frozen``."""
+        phase's (from ``readout``), used as it is when ``frozen``; ``ramp``: step k is
+        nudged by ``k * beta``."""
         r = self.relax_k
         target = target.contiguous()
         if self.spec.readout is None:
             return self._phase(tag, free, K, nudge=r.NUDGE_NEURON_GIVEN if frozen else r.NUDGE_NEURON, beta=beta,
-                               tol=tol, target=target, error=error)
+                               ramp=ramp, tol=tol, target=target, error=error)
         W_f, b_f, M_f = self.spec.readout
         return self._phase(tag, free, K, nudge=r.NUDGE_SOFTMAX_GIVEN if frozen else r.NUDGE_SOFTMAX, beta=beta,
-                           tol=tol, target=target, W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(),
+                           ramp=ramp, tol=tol, target=target, W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(),
                            M_f=M_f.detach(), error=error)
 
     def update(self, rule: str, a: Tensor, b: Tensor, free: Tensor, coefs: list[float]) -> None:

@@ -2,7 +2,7 @@
 
 An engine runs one net's ``ep_step`` phases for one call (see ARCHITECTURE.md):
 ``free(x, T, tol) -> (states, steps)``, ``readout(free, target) -> (out, y - p)``,
-``nudged(free, target, error, beta, K, frozen, tol, tag) -> (states, steps)``,
+``nudged(free, target, error, beta, K, frozen, tol, tag, ramp) -> (states, steps)``,
 ``update(rule, a, b, free, coefs)``, ``readout_input(free)`` and
 ``views(states, x)``. The reference engines compute the readout from their own
 ``logits``; the Triton engines take it from their kernels.
@@ -29,14 +29,14 @@ class ReferenceEngine:
         W_f, b_f, _ = self.spec.readout
         return ref.readout(self.readout_input(states), W_f, b_f)
 
-    def nudge(self, states: Sequence[Tensor], target: Tensor, beta: float, frozen: bool):
-        """The top layer's nudge of strength ``beta``: P-EP's ``y - s_out``, or the
-        softmax error of the readout input projected back through M_f
-        (``reference.NeuronNudge`` / ``SoftmaxNudge``)."""
+    def nudge(self, states: Sequence[Tensor], target: Tensor, beta: float, frozen: bool, ramp: bool = False):
+        """The top layer's nudge of strength ``beta`` (``ramp``: ``k * beta`` at nudged
+        step k): P-EP's ``y - s_out``, or the softmax error of the readout input
+        projected back through M_f (``reference.NeuronNudge`` / ``SoftmaxNudge``)."""
         if self.spec.readout is None:
-            return ref.NeuronNudge(target, beta, frozen, states[-1])
+            return ref.NeuronNudge(target, beta, frozen, states[-1], ramp)
         W_f, b_f, M_f = self.spec.readout
-        return ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, self.readout_input(states))
+        return ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, self.readout_input(states), ramp)
 
     def readout(self, free, target: Tensor) -> tuple[Tensor, Tensor]:
         """(out, error): the free state's logits (or output rates), a copy (B, C), and
