@@ -306,7 +306,9 @@ def residual_stats(residuals: list[float], threshold: float) -> dict:
 
 def not_settled_message(rec: dict, threshold: float, cfg: dict) -> str:
     """The warning of an epoch whose free phase did not settle: the residual and the fixes."""
-    return (f"the free phase has not settled in epoch {rec['epoch']}: last-step residual {rec['residual_median']:.2e} "
+    run = f" ({cfg.get('preset') or 'run'}, seed {cfg['seed']})"
+    return (f"the free phase has not settled in epoch {rec['epoch']}{run}: last-step residual "
+            f"{rec['residual_median']:.2e} "
             f"(relative, median over batches; max {rec['residual_max']:.2e}), under {threshold:g} in only "
             f"{100 * rec['settled_fraction']:.0f}% of batches, so EP's updates are unreliable; use less feedback "
             f"(now {cfg.get('feedback')}), more free steps (T={cfg['T']}), or tol to run each phase until it "
