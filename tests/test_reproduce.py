@@ -3,6 +3,7 @@ import json
 import statistics
 
 import pytest
+from svgdata import assert_affine, markers
 
 from tritonep import build, cli, paper, presets, reproduce
 from tritonep.cli import reproduce as reproduce_cli
@@ -97,12 +98,18 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     assert all(list(cells) == list(reproduce.COLUMNS) for cells in table.values())
     assert "**Not the paper's budget**" in md and "tritonep reproduce mnist-2hl-bp mnist-5hl" in md
 
+    drawn = {}
     for key in ("mnist-2hl-bp", "mnist-conv-bp", "mnist-5hl"):
         runs = [json.loads((out / key / f"seed{s}.json").read_text()) for s in (0, 1)]
         assert [r["config"]["seed"] for r in runs] == [0, 1]
         assert all(r["finished"] and len(r["epochs"]) == 1 and (r["train_size"], r["test_size"]) == (1000, 500)
                    for r in runs)
         assert not (out / key / "seed0.ckpt").exists()  # dropped once the run finished
+        subsets = [r["subsets"] for r in runs]  # seeded class-stratified subsets, one per seed
+        assert all(s["train"]["draw"] == s["test"]["draw"] == "stratified" for s in subsets)
+        assert [s["test"]["seed"] for s in subsets] == [0, 1] and sum(subsets[0]["test"]["per_class"]) == 500
+        assert subsets[0]["test"]["rows_sha256"] != subsets[1]["test"]["rows_sha256"]
+        drawn[key] = [s["train"]["rows_sha256"] for s in subsets]
 
         def pm(field, digits=2):
             v = [r[field] for r in runs]
@@ -128,6 +135,18 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     conv = table["mnist-conv-bp"]
     assert conv["Paper test % (train)"] == "98.93 ± 0.18 (99.43)" and conv["Paper time"] == "0:01:01"
     assert conv["Our setting"] == "1/128-1/1"
+    assert len(set(map(tuple, drawn.values()))) == 1  # every row's seed s trains on the same images
+
+    # the paper against ours, per row: means where the summary puts them
+    assert summary["plots"] == [str(out / "smoke.png"), str(out / "smoke.svg")]
+    assert (out / "smoke.png").read_bytes()[:4] == b"\x89PNG" and "![The paper's test accuracy" in md
+    svg = (out / "smoke.svg").read_text()
+    rows = summary["rows"]
+    for r in rows:
+        assert f"{r['key']} ({r['dataset']})" in svg
+    values = [r["paper"]["test"] for r in rows] + [r["best_test_acc"]["mean"] for r in rows]
+    xs = [x for x, _ in markers(svg, "paper")] + [x for x, _ in markers(svg, "ours")]
+    assert_affine(values, xs)
 
     # --resume-existing reuses finished runs (same numbers, nothing retrained) ...
     assert cli.main(args + ["--resume-existing"]) == 0

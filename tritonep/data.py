@@ -15,6 +15,9 @@ accepts:
 When nothing is found and ``download`` allows it, it fetches the canonical files,
 verifies their MD5 checksums, and stores them in the first writable directory.
 Otherwise it raises ``DataNotFoundError`` naming every place it looked.
+
+``stratified_subset`` draws the seeded, class-stratified subsets behind
+``--limit-train`` / ``--limit-test`` (``subset_record`` describes one for results).
 """
 from __future__ import annotations
 
@@ -342,6 +345,55 @@ def _download(key: str, root: Path) -> None:
                 errors.append(f"{mirror}: {e}")
         else:
             raise OSError("; ".join(errors))
+
+
+# ----------------------------------------------------------------------------- subsets
+SPLITS = ("train", "test")
+
+
+def stratified_subset(labels: Tensor, n: int, seed: int, split: str = "train") -> Tensor:
+    """Row numbers (n,), ascending, of a seeded class-stratified subset of ``labels`` (N,).
+
+    Each class gets its share of n by the largest-remainder rule (floor(n * N_c / N),
+    the leftover images to the classes with the largest fractional parts, ties in a
+    seeded random order), drawn uniformly without replacement within the class. The
+    draw depends on (labels, n, seed, split) alone: a stored order (e.g. a test set
+    sorted by class) cannot bias it, and every run with the same seed and n sees the
+    same images. n >= N: every row.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a subset needs a positive int size, got {n!r}")
+    N = labels.shape[0]
+    if n >= N:
+        return torch.arange(N)
+    labels = labels.cpu()
+    # a stream of its own (not torch's global RNG, which the run seeds for the weights)
+    gen = torch.Generator().manual_seed((2 * int(seed) + SPLITS.index(split)) % 2 ** 63)
+    classes, counts = torch.unique(labels, return_counts=True)
+    quota = [n * int(c) // N for c in counts]
+    spare = [n * int(c) % N for c in counts]
+    tie = torch.randperm(len(classes), generator=gen).tolist()
+    for c in sorted(range(len(classes)), key=lambda c: (-spare[c], tie[c]))[:n - sum(quota)]:
+        quota[c] += 1
+    parts = []
+    for c, q in zip(classes, quota):
+        rows = (labels == c).nonzero().flatten()
+        parts.append(rows[torch.randperm(rows.numel(), generator=gen)[:q]])
+    return torch.cat(parts).sort().values
+
+
+def subset_record(labels: Tensor, rows: Tensor, seed: int, limit: Optional[int]) -> dict:
+    """What results record of a split's subset: its size, of how many, how it was drawn
+    (``"stratified"`` with its seed, or ``"all"``), images per class and a SHA-256 of the
+    row numbers (two runs saw the same images iff the digests match)."""
+    picked = labels.cpu()[rows]
+    C = int(labels.max()) + 1 if labels.numel() else 0
+    return {"size": int(rows.numel()), "of": int(labels.shape[0]), "limit": limit,
+            "draw": "stratified" if rows.numel() < labels.shape[0] else "all",
+            "seed": int(seed), "per_class": torch.bincount(picked, minlength=C).tolist(),
+            "rows_sha256": hashlib.sha256(rows.to(torch.int64).numpy().tobytes()).hexdigest()}
 
 
 # ----------------------------------------------------------------------------- batches

@@ -82,6 +82,13 @@ class Context:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def all_max(self, values: Iterable[float]) -> list[float]:
+        """Element-wise maximum over ranks of a list of the same length on every rank."""
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        if self.world_size > 1 and t.numel():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
     def broadcast_object(self, obj: T) -> T:
         """Rank 0's ``obj`` on every rank (pickled; for small things: RNG states, a checkpoint)."""
         if self.world_size == 1:

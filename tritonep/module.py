@@ -41,7 +41,8 @@ class EPModule(nn.Module):
     ``readout_error`` read and set its fields),
     ``nudge`` (beta_f), ``output``, ``activation``, ``backend``, ``check_every``,
     ``cuda_graph``, ``last_steps`` (``{"free": t, "nudged": [k, ...]}`` of the last
-    call), ``topology``.
+    call), ``last_residual`` (the last call's free-phase residual, see there) and
+    ``last_residual_tensor`` (the same as a 0-dim tensor on the device), ``topology``.
     """
 
     def __init__(self, *, output: str, activation: str, nudge: float, T: int, K: int, rule: str, nudging: str,
@@ -60,6 +61,7 @@ class EPModule(nn.Module):
         self.check_every = positive_int("check_every", check_every)
         self.cuda_graph = bool(cuda_graph)
         self.last_steps: Optional[dict] = None
+        self.last_residual_tensor: Optional[Tensor] = None
         self.backend_state = be.BackendState()
 
     # deepcopy/pickle: the backend state (tables, buffers, CUDA graphs) is left behind
@@ -70,7 +72,20 @@ class EPModule(nn.Module):
 
     def __setstate__(self, state):
         state.setdefault("backend_state", be.BackendState())
+        state.setdefault("last_residual_tensor", None)
         super().__setstate__(state)
+
+    @property
+    def last_residual(self) -> Optional[float]:
+        """How far the last ``relax`` / ``ep_step`` / ``forward`` free phase was from its
+        fixed point: ``max_b ||z_b[t] - z_b[t-1]|| / ||z_b[t]||`` over the batch, z_b
+        sample b's state layers at the phase's last step t (the largest per-sample change
+        that ``tol`` checks, relative to the state's norm). ~1e-7 (float32) once settled;
+        of order 0.1-1 for a relaxation that oscillates or diverges. None before any call.
+        Reading it syncs with the device; ``last_residual_tensor`` is the same number as
+        a 0-dim tensor, without a sync."""
+        r = self.last_residual_tensor
+        return None if r is None else float(r)
 
     T, K, rule, nudging = _step_option("T"), _step_option("K"), _step_option("rule"), _step_option("nudging")
     error, normalize, tol = _step_option("error"), _step_option("normalize"), _step_option("tol")
@@ -127,6 +142,9 @@ class EPModule(nn.Module):
         """Type, dtype and device of an input (shapes are each net's)."""
         if not isinstance(x, Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() and x.shape[0] == 0:  # before any work: the updates divide by the batch size
+            raise ValueError(f"empty batch: the input of shape {tuple(x.shape)} holds no samples; give at least one "
+                             "(skip empty batches before calling)")
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor (e.g. pixels scaled to [0, 1]), got {x.dtype}")
         W = self.layers[0].weight
@@ -201,12 +219,12 @@ class EPModule(nn.Module):
 
         def free(engine):
             states, t = engine.free(x, o.T, o.tol)
-            return engine.views(states, x), t
+            return engine.views(states, x), t, engine.residual
 
         done = None
         if self.backend_for(x, o.tol) == "triton":
             done = self.backend_state.first_use(self.backend, lambda: free(self._checked_triton_engine(x)))
-        states, t = done if done is not None else free(self.reference_engine())
+        states, t, self.last_residual_tensor = done if done is not None else free(self.reference_engine())
         self.last_steps = {"free": t, "nudged": []}
         return states
 
@@ -240,7 +258,8 @@ class EPModule(nn.Module):
         end of the (positive) nudged phase, ``(p^beta - y)^T s_L^0 / B``, as that model
         does, instead of its exact gradient at the free state.
         Returns ``(loss, logits)``: the free phase's mean cost (scalar) and its
-        logits (B, C), both detached. ``self.last_steps`` holds the steps each phase ran.
+        logits (B, C), both detached. ``self.last_steps`` holds the steps each phase ran,
+        ``self.last_residual`` how far the free phase was from settling.
         """
         x = self.check_input(x)
         target = self.check_target(y, x.shape[0])
@@ -252,8 +271,8 @@ class EPModule(nn.Module):
         if self.backend_for(x, o.tol) == "triton":
             done = self.backend_state.first_use(self.backend, self._triton_step, x, target, o, sign)
         if done is None:  # the reference (or an auto net whose Triton path failed on first use)
-            done = self._step(self.reference_engine(), x, target, o, sign)
-        loss, out, (t_free, steps) = done
+            done = self._watched_step(self.reference_engine(), x, target, o, sign)
+        loss, out, (t_free, steps), self.last_residual_tensor = done
         self.last_steps = {"free": t_free, "nudged": steps}
         return loss, out
 
@@ -274,13 +293,18 @@ class EPModule(nn.Module):
 
             def body(sx, st):
                 engine.pack()
-                return self._step(engine, sx, st, o, sign)
+                return self._watched_step(engine, sx, st, o, sign)
 
             done = graphs.run(key, (x, target), body, engine.grad_buffer().flat)
             if done is not None:
                 return done
         engine.prepare(x)
-        return self._step(engine, x, target, o, sign)
+        return self._watched_step(engine, x, target, o, sign)
+
+    def _watched_step(self, engine, x: Tensor, target: Tensor, o: StepOptions, sign: float):
+        """``_step``'s results and the free phase's residual (a 0-dim device tensor: a
+        CUDA graph returns it too)."""
+        return (*self._step(engine, x, target, o, sign), engine.residual)
 
     def _step(self, engine, x: Tensor, target: Tensor, o: StepOptions, sign: float):
         """Phases, contrast, updates and readout gradient of ``ep_step`` on ``engine``

@@ -7,7 +7,9 @@ each seed through ``tritonep.train.run`` and writes under ``out_dir``:
 * ``NAME.md``: a Markdown table, the paper's mean ± std beside ours (mean ± sample
   std over seeds of the best test accuracy, the final one, training time per run,
   device);
-* ``NAME.json``: the same summary, machine-readable, with every run's numbers.
+* ``NAME.json``: the same summary, machine-readable, with every run's numbers;
+* ``NAME.png`` and ``NAME.svg``: the paper's test accuracy against ours per row
+  (mean and std; needs matplotlib, else skipped with a note).
 
 The command line is ``tritonep reproduce`` (``tritonep.cli.reproduce``).
 """
@@ -23,6 +25,7 @@ from typing import Optional
 from . import data as data_mod
 from . import presets
 from . import train
+from .analysis.curves import plot_reproduction
 from .paper import Paper, Row, paper_cell, resolve
 from .runinfo import versions
 
@@ -177,6 +180,16 @@ def _one_run(row: Row, seed: int, opts: dict, out_dir: Path, *, resume_existing:
     return {**entry, **_run_numbers(res), "status": "done"}
 
 
+def _plot(summary: dict, stem: Path, log) -> list[str]:
+    """The paper-against-ours figure (PNG, SVG) of a summary; [] with a note where it
+    cannot be drawn (no matplotlib, no row with numbers)."""
+    try:
+        return plot_reproduction(summary, stem)
+    except (ImportError, ValueError) as e:
+        log(f"no plot: {e}")
+        return []
+
+
 def _run_numbers(res: dict) -> dict:
     return {"best_test_acc": res["best_test_acc"], "final_test_acc": res["final_test_acc"],
             "train_seconds": res["train_seconds"], "device": res["device"], "epochs": len(res["epochs"]),
@@ -212,7 +225,10 @@ def reproduce(targets: list[str], opts: dict, out_dir: Path, *, name: Optional[s
                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "versions": versions(), "rows": summaries,
                "markdown": str(out_dir / f"{name}.md")}
+    summary["plots"] = _plot(summary, out_dir / name, log)
     md = markdown(summary)
+    if summary["plots"]:
+        md += f"\n![The paper's test accuracy against ours, per row]({Path(summary['plots'][0]).name})\n"
     (out_dir / f"{name}.md").write_text(md)
     (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -5,8 +5,11 @@ number can be traced to the hardware and software that produced it.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,39 @@ def device_name(dev: torch.device) -> str:
     return f"CPU: {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+SOURCE = Path(__file__).resolve().parent  # the package's own folder: a checkout's, or site-packages'
+
+
+@functools.lru_cache(maxsize=None)
+def _commit(source: Path) -> tuple:
+    git = shutil.which("git")
+    if git is None:
+        return None, None
+
+    def ask(*args) -> str:
+        return subprocess.run([git, "-C", str(source), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        top = Path(ask("rev-parse", "--show-toplevel")).resolve()
+        if top != source.parent:  # an installed copy inside some other repository
+            return None, None
+        return ask("rev-parse", "HEAD"), bool(ask("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):  # not a checkout, no commit yet, git too slow
+        return None, None
+
+
+def commit(source: Path = SOURCE) -> dict:
+    """The tritonep commit a run came from: ``{"commit": SHA, "dirty": bool}`` where the
+    package runs from a git checkout (dirty: tracked files differ from the commit),
+    ``{"commit": None, "dirty": None}`` otherwise (an installed wheel, no git)."""
+    sha, dirty = _commit(Path(source).resolve())
+    return {"commit": sha, "dirty": dirty}
+
+
 def versions() -> dict:
-    """Versions of tritonep, torch, triton (None where unusable), Python and numpy."""
+    """Versions of tritonep, torch, triton (None where unusable), Python and numpy,
+    and the tritonep commit (``commit``, ``dirty``: see ``commit()``)."""
     try:
         import triton
 
@@ -50,4 +84,4 @@ def versions() -> dict:
     except Exception:  # not installed, or no usable build on this machine
         triton_v = None
     return {"tritonep": __version__, "torch": torch.__version__, "triton": triton_v,
-            "python": platform.python_version(), "numpy": np.__version__}
+            "python": platform.python_version(), "numpy": np.__version__, **commit()}

@@ -4,9 +4,13 @@ One flat loop: load data onto the device, build the net and optimizer from the
 config (``tritonep.build``), then per epoch: EP (or BP / FA) steps over seeded
 batches, test accuracy, a checkpoint (``tritonep.checkpoint``: model, optimizer,
 epoch, RNG states) and the JSON results. A run resumed from a checkpoint gives
-the same weights as one never interrupted. With ``dist`` (under torchrun) the
-same loop runs data-parallel: see ``tritonep.distributed``. The command line is
-``tritonep.cli.train``.
+the same weights as one never interrupted. ``limit_train`` / ``limit_test`` draw
+a seeded class-stratified subset (``data.stratified_subset``, recorded under
+``subsets``). Each EP epoch records how well the free phase settled (the
+per-batch ``EPModule.last_residual``: median, max and the fraction under
+``residual_threshold``) and warns once (``RelaxationWarning``) when it did not.
+With ``dist`` (under torchrun) the same loop runs data-parallel: see
+``tritonep.distributed``. The command line is ``tritonep.cli.train``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +35,17 @@ from .build import ARCH_KEYS, DTYPES, INPUT_SHAPES, METHODS, OPTIMIZERS, build_n
 from .module import EPModule
 from .runinfo import device_name, resolve_device, versions
 
+# a batch's free phase has settled when its relative last-step residual is under this: the
+# state moves by less than 1 % of its norm per step (float32 rounding leaves ~1e-7; the dense
+# FRE presets end at 1e-8..1e-5, a conv net at T=10 near 2e-3; feedback 5 leaves 0.2)
+RESIDUAL_THRESHOLD = 1e-2
+# an epoch with fewer of its batches settled than this warns
+SETTLED_FRACTION = 0.9
+
+
+class RelaxationWarning(UserWarning):
+    """The free phase of a run did not settle (its residual stayed over the threshold)."""
+
 
 def validate(cfg: dict) -> dict:
     """Check a resolved config; returns it. Raises ValueError naming the bad key."""
@@ -42,8 +58,12 @@ def validate(cfg: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key} must be a positive int, got {v!r}")
     for key in ("limit_train", "limit_test"):
-        if cfg.get(key) is not None and cfg[key] < 1:
-            raise ValueError(f"{key} must be a positive int, got {cfg[key]!r}")
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{key} must be a positive int, got {v!r}")
+    thr = cfg.get("residual_threshold", RESIDUAL_THRESHOLD)
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
+        raise ValueError(f"residual_threshold must be a positive number, got {thr!r}")
     if cfg.get("conv") and cfg["method"] == "fa":
         raise ValueError("feedback alignment is not implemented for conv nets (method ep or bp)")
     if cfg.get("schedule") not in (None, "cosine"):
@@ -107,6 +127,15 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
     checkpoint = Path(checkpoint) if checkpoint is not None else (
         out.with_suffix(".ckpt") if out is not None else None)
 
+    ck = None
+    if resume is not None:  # first: a bad or foreign checkpoint fails before any data is read
+        if dist is None:
+            ck = ckpt_mod.load(resume, map_location=dev)
+        else:  # rank 0 reads it and sends it: the other ranks need not see the file
+            ck = dist.main_first(lambda: ckpt_mod.load(resume, map_location="cpu") if dist.is_main else None)
+            ck = dist.broadcast_object(ck)
+        check_resume(ck, cfg, resume)
+
     torch.manual_seed(cfg["seed"])
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
@@ -117,10 +146,17 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
     else:
         ds = data_mod.load(cfg["dataset"], data_dir, download=download)
     dtype = DTYPES[cfg.get("dtype", "float32")]
-    n = ds.x_train.shape[0] if cfg["limit_train"] is None else min(cfg["limit_train"], ds.x_train.shape[0])
-    x_train, y_train = data_mod.to_float(ds.x_train[:n], device=dev, dtype=dtype), ds.y_train[:n].to(dev)
-    n_test = ds.x_test.shape[0] if cfg.get("limit_test") is None else min(cfg["limit_test"], ds.x_test.shape[0])
-    x_test, y_test = data_mod.to_float(ds.x_test[:n_test], device=dev, dtype=dtype), ds.y_test[:n_test].to(dev)
+    subsets, split = {}, {}
+    for name, x_all, y_all in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        limit = cfg.get(f"limit_{name}")
+        rows = (torch.arange(y_all.shape[0]) if limit is None
+                else data_mod.stratified_subset(y_all, limit, cfg["seed"], name))
+        subsets[name] = data_mod.subset_record(y_all, rows, cfg["seed"], limit)
+        whole = rows.numel() == y_all.shape[0]
+        split[name] = (data_mod.to_float(x_all if whole else x_all[rows], device=dev, dtype=dtype),
+                       (y_all if whole else y_all[rows]).to(dev))
+    (x_train, y_train), (x_test, y_test) = split["train"], split["test"]
+    n, n_test = x_train.shape[0], x_test.shape[0]
     if dist is not None:
         batches = dist_mod.ShardedBatches(x_train, y_train, cfg["batch_size"], rank=dist.rank, world_size=world,
                                           seed=cfg["seed"])
@@ -138,24 +174,22 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         reduce_grads = dist_mod.GradAllReduce([p for g in opt.param_groups for p in g["params"]], dist)
     result = {"preset": cfg.get("preset"), "config": cfg, "epochs": [], "best_test_acc": None,
               "final_test_acc": None, "versions": versions(), "device": device_name(dev),
-              "data_source": ds.source, "train_size": n, "test_size": n_test, "world_size": world,
+              "data_source": ds.source, "train_size": n, "test_size": n_test, "subsets": subsets,
+              "residual_threshold": cfg.get("residual_threshold", RESIDUAL_THRESHOLD), "world_size": world,
               "finished": False}
     if dist is not None:
         result["distributed"] = {"world_size": world, "backend": dist.backend,
                                  "per_rank_batch": cfg["batch_size"] // world}
-    start = 0
-    if resume is not None:
-        if dist is None:
-            ck = ckpt_mod.load(resume, map_location=dev)
-        else:  # rank 0 reads it and sends it: the other ranks need not see the file
-            ck = dist.main_first(lambda: ckpt_mod.load(resume, map_location="cpu") if dist.is_main else None)
-            ck = dist.broadcast_object(ck)
-        mismatch = {k: (ck["config"].get(k), cfg.get(k)) for k in ARCH_KEYS if ck["config"].get(k) != cfg.get(k)}
-        if mismatch:
-            raise ValueError(f"checkpoint {resume} was written by a different run: {mismatch} (saved, asked)")
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        ckpt_mod.set_rng_state(ck["rng"])
+    start, warned = 0, False
+    if ck is not None:
+        try:
+            net.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            ckpt_mod.set_rng_state(ck["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # shapes or states of another net
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ckpt_mod.CheckpointError(f"checkpoint {resume} does not fit this run's net or optimizer: "
+                                           f"{first[:300]}") from None
         start, result["epochs"] = ck["epoch"], ck["history"]
 
     for epoch in range(start, cfg["epochs"]):
@@ -163,7 +197,7 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = lr_at(base, epoch, cfg)
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, residuals = 0.0, 0, 0, []
         steps = (batches.epoch(epoch) if dist is not None
                  else ((xb, yb, xb.shape[0]) for xb, yb in batches.epoch(epoch)))
         bar = tqdm(steps, total=len(batches), desc=f"epoch {epoch + 1}/{cfg['epochs']}",
@@ -180,22 +214,32 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                     logits = feedforward(net, xb, alignment=cfg["method"] == "fa")
                     loss = net.loss(logits, net.check_target(yb, b))
                     loss.backward()
-                loss_sum += float(loss.detach()) * b
-                correct += int((logits.argmax(1) == yb).sum())
+                # one host sync per batch for everything the loop reads back
+                got = [loss.detach(), (logits.argmax(1) == yb).sum()] + (
+                    [net.last_residual_tensor] if cfg["method"] == "ep" else [])
+                got = torch.stack([v.to(torch.float64) for v in got]).tolist()
+                loss_sum += got[0] * b
+                correct += int(got[1])
                 seen += b
+                if cfg["method"] == "ep":
+                    residuals.append(got[2])
+            elif cfg["method"] == "ep":  # an empty shard moved nothing
+                residuals.append(0.0)
             if reduce_grads is not None:
                 reduce_grads(b / b_global)  # this shard's mean, weighted by its share of the global batch
             if cfg.get("clip"):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), float(cfg["clip"]))
             opt.step()
             if seen:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%",
+                                **({"residual": f"{residuals[-1]:.1e}"} if residuals else {}))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
         if dist is not None:
             loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen])
             correct, seen = int(correct), int(seen)
+            residuals = dist.all_max(residuals)  # per global batch: the largest over its shards
         if not np.isfinite(loss_sum):  # the same sum on every rank: all stop together
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss is {loss_sum}); lower the lr")
         net.eval()
@@ -208,11 +252,18 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             # empty shard skipped a step's draws): every rank continues from it.
             ckpt_mod.set_rng_state(dist.broadcast_object(ckpt_mod.rng_state()))
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
-               "test_acc": test_acc, "seconds": seconds}
+               "test_acc": test_acc, "seconds": seconds,
+               **residual_stats(residuals, result["residual_threshold"])}
         result["epochs"].append(rec)
         if progress:
+            settle = (f"  residual {rec['residual_median']:.1e} ({100 * rec['settled_fraction']:.0f}% settled)"
+                      if residuals else "")
             tqdm.write(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f}  train {rec['train_acc']:.2f}%  "
-                       f"test {test_acc:.2f}%  ({seconds:.1f} s)", file=sys.stderr)
+                       f"test {test_acc:.2f}%{settle}  ({seconds:.1f} s)", file=sys.stderr)
+        if residuals and not warned and rec["settled_fraction"] < SETTLED_FRACTION and main_rank:
+            warned = True
+            warnings.warn(not_settled_message(rec, result["residual_threshold"], cfg), RelaxationWarning,
+                          stacklevel=2)
         _summarise(result)
         if checkpoint is not None and main_rank:
             ckpt_mod.save(checkpoint, net=net, optimizer=opt, epoch=epoch + 1, history=result["epochs"], config=cfg,
@@ -227,6 +278,41 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         dist.barrier()  # the files exist before any rank returns
     result["net"] = net  # for callers in Python; added after the JSON is written
     return result
+
+
+def check_resume(ck: dict, cfg: dict, path) -> None:
+    """Raise ``CheckpointError`` unless checkpoint ``ck`` (read from ``path``) was written
+    by a run of the same architecture and data set as ``cfg``."""
+    saved = ck["config"]
+    mismatch = [f"{k} {saved.get(k)!r} there, {cfg.get(k)!r} here" for k in ARCH_KEYS if saved.get(k) != cfg.get(k)]
+    if mismatch:
+        what = f" (preset {saved['preset']})" if saved.get("preset") not in (None, cfg.get("preset")) else ""
+        raise ckpt_mod.CheckpointError(f"checkpoint {path} was written by a different run{what}: "
+                                       + "; ".join(mismatch))
+
+
+def residual_stats(residuals: list[float], threshold: float) -> dict:
+    """An epoch's free-phase residuals (one per batch) as its record's
+    ``residual_median``, ``residual_max`` and ``settled_fraction`` (the fraction under
+    ``threshold``); None each without residuals (BP, FA)."""
+    if not residuals:
+        return {"residual_median": None, "residual_max": None, "settled_fraction": None}
+    r = sorted(residuals)
+    mid = len(r) // 2
+    median = r[mid] if len(r) % 2 else 0.5 * (r[mid - 1] + r[mid])
+    return {"residual_median": median, "residual_max": r[-1],
+            "settled_fraction": sum(v < threshold for v in r) / len(r)}
+
+
+def not_settled_message(rec: dict, threshold: float, cfg: dict) -> str:
+    """The warning of an epoch whose free phase did not settle: the residual and the fixes."""
+    run = f" ({cfg.get('preset') or 'run'}, seed {cfg['seed']})"
+    return (f"the free phase has not settled in epoch {rec['epoch']}{run}: last-step residual "
+            f"{rec['residual_median']:.2e} "
+            f"(relative, median over batches; max {rec['residual_max']:.2e}), under {threshold:g} in only "
+            f"{100 * rec['settled_fraction']:.0f}% of batches, so EP's updates are unreliable; use less feedback "
+            f"(now {cfg.get('feedback')}), more free steps (T={cfg['T']}), or tol to run each phase until it "
+            f"settles (T then a maximum)")
 
 
 def _summarise(result: dict) -> None:

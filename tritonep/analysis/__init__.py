@@ -14,7 +14,8 @@ What it measures on any ``EPNet``:
   ``tritonep analyze`` command line is ``tritonep.cli.analyze``.
 
 Modules: ``netcopy`` (a net's options, copies with other options), ``dynamics``,
-``alignment``, ``sweeps``, ``norms``, ``plots`` (matplotlib, optional) and
+``alignment``, ``sweeps``, ``norms``, ``plots`` (matplotlib, optional), ``curves``
+(learning curves of runs, the paper against ours of a reproduction) and
 ``strict_json`` (report values); every public name is re-exported here.
 
 Conventions. For one sample, the state vector z stacks the state layers
@@ -34,6 +35,7 @@ never converged as ``None``.
 """
 from .alignment import (BASELINES, alignment_sweep, compare_gradients, cosine, ep_update, expected_scales,
                         gradient_alignment, hidden_weights, layer_label, mean_cosine, norm_ratio)
+from .curves import plot_reproduction, plot_runs, read_run, run_labels
 from .dynamics import (DEFAULT_TOL, PATIENCE, convergence_time, coupling_matrix, default_horizon, dynamics_report,
                        first_settled, lyapunov, spectral_radius, state_changes, state_offsets, step_jacobian)
 from .netcopy import describe, net_options, with_options
@@ -50,5 +52,6 @@ __all__ = [
     "gradient_alignment", "mean_cosine", "alignment_sweep",
     "point_report", "sweep_feedback", "sweep_alpha_beta",
     "train_update_norms", "residual_update_norms",
+    "read_run", "run_labels", "plot_runs", "plot_reproduction",
     "save_figure", "plot_dynamics", "plot_alignment", "plot_feedback_sweep", "plot_alpha_beta", "plot_update_norms",
 ]

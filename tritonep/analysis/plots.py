@@ -16,7 +16,7 @@ from .dynamics import PATIENCE
 from .strict_json import reported_float
 
 
-def _figure(nrows: int, ncols: int, size: tuple[float, float]):
+def figure(nrows: int, ncols: int, size: tuple[float, float]):
     """A matplotlib Figure with an (nrows, ncols) grid of axes; no pyplot, so no
     global backend is touched."""
     try:
@@ -30,6 +30,8 @@ def _figure(nrows: int, ncols: int, size: tuple[float, float]):
 
 def save_figure(fig, path) -> list[str]:
     """Write ``fig`` as PATH.png and PATH.svg (a .png/.svg suffix on ``path`` is dropped)."""
+    from matplotlib import rc_context
+
     stem = Path(path)
     if stem.suffix.lower() in (".png", ".svg"):
         stem = stem.with_suffix("")
@@ -37,7 +39,9 @@ def save_figure(fig, path) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = Path(f"{stem}.{ext}")
-        fig.savefig(p, dpi=150)
+        # text stays text in the SVG (searchable, and smaller than glyph paths)
+        with rc_context({"svg.fonttype": "none"}):
+            fig.savefig(p, dpi=150)
         paths.append(str(p))
     return paths
 
@@ -57,7 +61,7 @@ def plot_dynamics(report: dict, path, title: Optional[str] = None) -> list[str]:
     and asymptotic exponent. Returns the PNG and SVG paths."""
     if "state_change" not in report:
         raise ValueError("plot_dynamics needs a dynamics_report made with traces=True")
-    fig, ax = _figure(1, 2, (11, 4.2))
+    fig, ax = figure(1, 2, (11, 4.2))
     steps = list(range(1, len(report["state_change"]) + 1))
     a = ax[0, 0]
     a.semilogy(steps, _finite(report["state_change"]), label="max over batch of ||z_t - z_(t-1)||")
@@ -92,7 +96,7 @@ def plot_alignment(result, path, title: Optional[str] = None) -> list[str]:
     baselines = [b for b in BASELINES if b in result]
     names = list(result[baselines[0]])
     labels = [result["labels"].get(n, n) for n in names]
-    fig, ax = _figure(1, 2, (max(8, 1.2 * len(names) + 4), 4.2))
+    fig, ax = figure(1, 2, (max(8, 1.2 * len(names) + 4), 4.2))
     width = 0.8 / len(baselines)
     for i, b in enumerate(baselines):
         xs = [k + (i - (len(baselines) - 1) / 2) * width for k in range(len(names))]
@@ -126,7 +130,7 @@ def _plot_alignment_sweep(points: list[dict], path, title: Optional[str]) -> lis
         xs, xlabel, log_x = list(range(len(points))), "grid point (" + ", ".join(varied or ["none varied"]) + ")", False
     first = points[0]["alignment"]
     baselines = [b for b in BASELINES if b in first]
-    fig, ax = _figure(1, len(baselines) + 1, (5 * (len(baselines) + 1), 4.2))
+    fig, ax = figure(1, len(baselines) + 1, (5 * (len(baselines) + 1), 4.2))
     for i, name in enumerate(first["hidden"]):
         style = dict(marker="o", color=f"C{i % 10}", label=first["labels"][name])
         for j, b in enumerate(baselines):
@@ -151,7 +155,7 @@ def plot_feedback_sweep(result: dict, path, title: Optional[str] = None) -> list
     """Four panels from ``sweep_feedback``: spectral radius, Lyapunov exponents,
     convergence time and mean cosine to BP/BPTT, against the feedback coefficient,
     one colour per feedback-weight kind. Returns the PNG and SVG paths."""
-    fig, ax = _figure(2, 2, (11, 8))
+    fig, ax = figure(2, 2, (11, 8))
     for i, kind in enumerate(result["weights"]):
         pts = [p for p in result["points"] if p["feedback_weights"] == kind]
         xs, c = [p["feedback"] for p in pts], f"C{i}"
@@ -186,7 +190,7 @@ def plot_alpha_beta(result: dict, path, title: Optional[str] = None) -> list[str
     """Four heatmaps from ``sweep_alpha_beta`` (rows alpha, columns beta): spectral
     radius (log colour), asymptotic Lyapunov exponent, convergence time ("never"
     cells grey) and mean cosine to BP, values written in the cells."""
-    fig, ax = _figure(2, 2, (11, 9))  # first: a missing matplotlib gives the install hint
+    fig, ax = figure(2, 2, (11, 9))  # first: a missing matplotlib gives the install hint
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
@@ -241,7 +245,7 @@ def plot_update_norms(records: dict, path, title: Optional[str] = None) -> list[
     finite = [v for g in logs.values() for r in g for v in r if math.isfinite(v)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     rows = max(len(r["names"]) for r in records.values())
-    fig, ax = _figure(1, len(records), (5.5 * len(records), 1.8 + 0.35 * rows))
+    fig, ax = figure(1, len(records), (5.5 * len(records), 1.8 + 0.35 * rows))
     for a, (label, rec) in zip(ax[0], records.items()):
         im = a.imshow(logs[label], aspect="auto", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
         a.set(xticks=range(len(rec["epochs"])), yticks=range(len(rec["names"])), title=label,

@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         base_opts(p)
     p = command("norms", "mnist-10hl-res", "per-layer update norms over training, with/without residual")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--limit-train", type=int, default=5000, metavar="N", help="train on the first N images")
+    p.add_argument("--limit-train", type=int, default=5000, metavar="N", help="train on N images, a class-stratified subset drawn from --seed")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's optimizer and rates)")
     p.add_argument("--every", type=int, help="residual links every k layers (default: the preset's, else 3)")
@@ -181,10 +181,12 @@ def _run(args, log) -> tuple[dict, Callable[[str], list[str]]]:
 
 def _run_norms(args, net: EPNet, cfg: dict, log):
     """The ``norms`` subcommand: train copies with and without residual links on
-    the first ``--limit-train`` training images."""
+    ``--limit-train`` training images, a class-stratified subset drawn from ``--seed``."""
     ds = data.load(cfg["dataset"], args.data_dir, download=False)
-    n = min(positive_int("--limit-train", args.limit_train, what="number of images"), ds.x_train.shape[0])
-    x, y = data.to_float(ds.x_train[:n], device=args.device), ds.y_train[:n].to(args.device)
+    rows = data.stratified_subset(ds.y_train, positive_int("--limit-train", args.limit_train,
+                                                           what="number of images"), args.seed)
+    n = rows.numel()
+    x, y = data.to_float(ds.x_train[rows], device=args.device), ds.y_train[rows].to(args.device)
     every = args.every or (cfg["residual"] if isinstance(cfg["residual"], int) else 3)
     if args.lr is not None:
         lr = positive_float("--lr", args.lr)
@@ -195,7 +197,8 @@ def _run_norms(args, net: EPNet, cfg: dict, log):
                                       batch_size=args.batch_size or cfg["batch_size"],
                                       make_optimizer=make_optimizer, seed=args.seed, log=log)
     out = {"command": "norms", "preset": None if args.checkpoint else args.preset, "checkpoint": args.checkpoint,
-           "net": A.describe(net), "inputs": f"{cfg['dataset']} train[:{n}] ({ds.source})", "seed": args.seed,
+           "net": A.describe(net), "inputs": f"{cfg['dataset']} train, {n} images stratified by class, seed {args.seed} ({ds.source})",
+           "subset": data.subset_record(ds.y_train, rows, args.seed, args.limit_train), "seed": args.seed,
            "versions": versions(), "result": records}
     return out, lambda stem: A.plot_update_norms(records, stem, f"Per-layer EP update norms, {_name(args, net)}")
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 
 from ..data import ENV_VAR, DataNotFoundError
+from ..train import RelaxationWarning
 
 # what a user can fix (bad options, missing files): reported as one line, exit status 2, no traceback
 USER_ERRORS = (ValueError, DataNotFoundError, FileNotFoundError)
@@ -47,6 +50,24 @@ def fail(command: str, message) -> int:
     return 2
 
 
+@contextlib.contextmanager
+def warning_lines(command: str):
+    """Within the block, a ``RelaxationWarning`` prints as the one line ``tritonep
+    COMMAND: warning: MESSAGE`` on stderr (no file and line of library code); other
+    warnings print as Python prints them."""
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        show = warnings.showwarning
+
+        def line(message, category, filename, lineno, file=None, text=None):
+            if issubclass(category, RelaxationWarning):
+                print(f"tritonep {command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, text)
+
+        warnings.showwarning = line
+        yield
+
+
 def add_data_source(ap: argparse.ArgumentParser) -> None:
     """``--data-dir`` and ``--no-download``: where the data sets come from."""
     ap.add_argument("--data-dir", help=f"data directory (default ${ENV_VAR}, then the cache)")
@@ -54,6 +75,9 @@ def add_data_source(ap: argparse.ArgumentParser) -> None:
 
 
 def add_limits(ap: argparse.ArgumentParser) -> None:
-    """``--limit-train N`` and ``--limit-test N``: the first N images only."""
-    ap.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
-    ap.add_argument("--limit-test", type=int, metavar="N", help="evaluate on the first N test images")
+    """``--limit-train N`` and ``--limit-test N``: a seeded, class-stratified subset of N
+    images (``data.stratified_subset``; the same for every run with the same seed and N)."""
+    ap.add_argument("--limit-train", type=int, metavar="N",
+                    help="train on N training images, a class-stratified subset drawn from the run's seed")
+    ap.add_argument("--limit-test", type=int, metavar="N",
+                    help="evaluate on N test images, a class-stratified subset drawn from the run's seed")

@@ -47,7 +47,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="skip runs whose finished JSON exists with the same settings; continue unfinished ones "
                          "from their checkpoint")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 1 epoch, 1000 training and 500 test images, 2 seeds (explicit options win)")
+                    help="smoke test: 1 epoch, 1000 training and 500 test images (class-stratified), 2 seeds "
+                         "(explicit options win)")
     ap.add_argument("--progress", action="store_true", help="show each run's progress bar")
     return ap
 

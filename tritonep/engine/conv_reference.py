@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import reference as ref
 from .. import rules
 from ..topology import Topology
-from .interface import ReferenceEngine
+from .interface import ReferenceEngine, relative_residual
 
 
 def pool(s: Tensor, k: int) -> tuple[Tensor, Optional[Tensor]]:
@@ -164,15 +164,22 @@ class ConvReference(ReferenceEngine):
         return new
 
     def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False):
-        """``steps`` steps (fewer on convergence under ``tol``): (final states, steps run)."""
-        return ref.iterate(lambda cur, t: self.step(cur, drives, nudge=nudge.at(t) if nudge is not None else None,
-                                                    skip_terms=from_zero and t == 0),
-                           states, steps, tol=tol, check_every=self.check_every)
+        """``steps`` steps (fewer on convergence under ``tol``): (final states, steps run).
+        ``before_last`` then holds the states the last step started from."""
+        def one(cur, t):
+            self.before_last = cur  # out of place: nothing overwrites it
+            return self.step(cur, drives, nudge=nudge.at(t) if nudge is not None else None,
+                             skip_terms=from_zero and t == 0)
+
+        return ref.iterate(one, states, steps, tol=tol, check_every=self.check_every)
 
     # ---- the phases of ep_step
     def free(self, x: Tensor, T: int, tol: Optional[float] = None):
+        """Free phase from zero: ([x, s_1, ..., s_n], steps run); sets ``residual``."""
         self.x, self.drive_list = x, self.drives(x)
-        return self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True)
+        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True)
+        self.residual = relative_residual(states[1:], self.before_last[1:])
+        return states, t
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,

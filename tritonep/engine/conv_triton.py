@@ -21,6 +21,7 @@ from .. import reference as ref
 from .backend import kernel_module
 from .conv_reference import ConvReference, ConvSpec
 from .grads import GradBuffer
+from .interface import relative_residual
 
 
 class ConvFrames:
@@ -129,6 +130,9 @@ class ConvTriton(ConvReference):
         self.drive_list = self.drives(x)
         self.drive = self.drive_list[1].contiguous()
         self.free_frame = self._phase(None, "free", T)
+        # the phase ping-pongs: the other frame holds the step before the last (zeros: T = 1)
+        prev = self.frames.get("free" + str(T % 2))["s"][1:] if T >= 2 else [None] * (len(self.free_frame["s"]) - 1)
+        self.residual = relative_residual(self.free_frame["s"][1:], prev)
         return self._states(self.free_frame), T
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,

@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import reference as ref
 from .. import rules
 from ..topology import Topology
-from .interface import ReferenceEngine
+from .interface import ReferenceEngine, relative_residual
 
 
 @dataclass
@@ -95,10 +95,19 @@ class DenseReference(ReferenceEngine):
                                buffers=buffers, from_zero=from_zero)
 
     def free(self, x: Tensor, T: int, tol: Optional[float] = None):
-        """Free phase from zero: ([x, s_1, ..., s_n], steps run)."""
+        """Free phase from zero: ([x, s_1, ..., s_n], steps run); sets ``residual``."""
         self.x, self.drive_list, self.terms = x, self.drives(x), self.make_terms()
-        return self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True,
-                        buffers=self._buffers("free", x))
+        buffers = self._buffers("free", x) or self._fresh_buffers(x)
+        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True, buffers=buffers)
+        # step t-1 wrote buffers[(t-1) % 2]; the other still holds the step before (or zeros: t = 1)
+        prev = buffers[t % 2][1:] if t >= 2 else [None] * (len(states) - 1)
+        self.residual = relative_residual(states[1:], prev)
+        return states, t
+
+    def _fresh_buffers(self, x: Tensor):
+        """Ping-pong buffers of one call (an engine without a workspace), so the free
+        phase keeps its last two states for the residual."""
+        return tuple([None] + [x.new_empty(x.shape[0], n) for n in self.spec.topology.sizes[1:]] for _ in range(2))
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,

@@ -24,6 +24,7 @@ from torch import Tensor
 from .backend import kernel_module
 from .dense_reference import DenseSpec
 from .grads import GradBuffer
+from .interface import relative_residual
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,12 @@ class DenseTriton:
         C = self.spec.readout[0].shape[0] if self.spec.readout is not None else self.plan.sizes[self.plan.top]
         self.delta, self.logits_buf, self.err_buf, self.neuron_err = self.plan.scratch(x.shape[0], C)
         self.drive = self.spec.input_drive(self.x)
-        return self._phase("free", None, T, tol=tol)
+        frame, t = self._phase("free", None, T, tol=tol)
+        # both paths ping-pong (step i writes frames[i % 2]): the other frame holds the step
+        # before the last (zeros: t = 1)
+        prev = self.plan.frames("free", x.shape[0])[t % 2] if t >= 2 else None
+        self.residual = relative_residual([frame], [prev])
+        return frame, t
 
     def readout_input(self, frame: Tensor) -> Tensor:
         return frame[:, self.plan.col[self.plan.top]:]

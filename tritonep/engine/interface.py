@@ -5,15 +5,37 @@ An engine runs one net's ``ep_step`` phases for one call (see ARCHITECTURE.md):
 ``nudged(free, target, error, beta, K, frozen, tol, tag, ramp) -> (states, steps)``,
 ``update(rule, a, b, free, coefs)``, ``readout_input(free)`` and
 ``views(states, x)``. The reference engines compute the readout from their own
-``logits``; the Triton engines take it from their kernels.
+``logits``; the Triton engines take it from their kernels. After ``free`` every
+engine holds ``residual``: the free phase's last-step relative residual
+(``relative_residual``), a 0-dim tensor on the device, computed without a host sync.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
+
+import torch
 
 from torch import Tensor
 
 from .. import reference as ref
+
+
+def relative_residual(cur: Sequence[Tensor], prev: Sequence[Optional[Tensor]]) -> Tensor:
+    """How far a relaxation is from its fixed point after one step, relative to the state:
+    ``max_b ||z_b - z'_b|| / ||z_b||``, where z_b stacks sample b's state layers after the
+    step (``cur``: tensors (B, ...) per layer, or one frame (B, N) holding them all) and
+    z'_b before it (``prev``, the same shapes; None: zeros). The numerator is the
+    largest per-sample change that ``tol`` checks (``reference.largest_change``).
+    Returns a 0-dim tensor on the states' device (no host sync); 0 where nothing moves.
+    """
+    change = norm = None
+    for c, p in zip(cur, prev):
+        c = c.flatten(1)
+        d2 = torch.linalg.vector_norm(c if p is None else c - p.flatten(1), dim=1).square()
+        n2 = torch.linalg.vector_norm(c, dim=1).square()
+        change, norm = (d2, n2) if change is None else (change + d2, norm + n2)
+    tiny = torch.finfo(change.dtype).tiny
+    return (change.sqrt() / norm.sqrt().clamp_min(tiny)).max()
 
 
 class ReferenceEngine:
