@@ -180,3 +180,22 @@ def test_agt_takes_an_explicit_graph():
                        ("1,4", "probability or a list")):
         with pytest.raises((ValueError, TypeError), match=match):
             EPNet([9, 8, 7, 6, 5, 4, 3], feedback_weights="random", agt=bad)
+
+
+def test_cli_options_reach_the_config(capsys):
+    """``--nudge-schedule``, ``--readout-error`` and ``--residual-threshold`` override the
+    preset's settings, and a bad threshold is one line with exit 2."""
+    import argparse
+
+    from tritonep import cli
+    from tritonep.cli import train as train_cli
+
+    ap = train_cli.add_arguments(argparse.ArgumentParser())
+    args = ap.parse_args(["mnist-10hl", "--nudge-schedule", "constant", "--readout-error", "free",
+                          "--residual-threshold", "0.05"])
+    cfg = train_cli._config(args)
+    assert (cfg["nudge_schedule"], cfg["readout_error"], cfg["residual_threshold"]) == ("constant", "free", 0.05)
+    assert train_cli._config(ap.parse_args(["mnist-10hl"]))["nudge_schedule"] == "ramp"  # the preset's
+    assert cli.main(["train", "mnist-2hl", "--residual-threshold", "-1", "--epochs", "1", "--limit-train", "50",
+                     "--limit-test", "20", "--no-download", "--quiet"]) == 2
+    assert "residual_threshold must be a positive number" in capsys.readouterr().err
