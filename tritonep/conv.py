@@ -74,13 +74,8 @@ class ConvEPNet(EPModule):
             ``"cifar10"`` (the paper's code: std 3x the usual); None: none.
         cuda_graph: on CUDA with the Triton backend, replay each ``ep_step`` as one
             captured CUDA graph (opt-in: checked by the GPU tests, not on CPU).
-        nudge_schedule: ``"constant"`` (default, Algorithm 1) or ``"ramp"``: the k-th
-            nudged step (k = 1..K) is nudged by k * beta_f (the paper authors' graph
-            model, with ``error="frozen"``); the rules, ``normalize`` and symmetric
-            nudging then use the last step's strength K * beta_f.
-        readout_error: ``"free"`` (default: the readout's exact gradient at the free
-            state) or ``"nudged"`` (the error at the end of the positive nudged phase,
-            as the graph model updates its readout; softmax output only).
+        nudge_schedule, readout_error: as ``EPNet`` (the ramp of the authors' graph
+            model, and the readout updated from the nudged phase's error).
     """
 
     def __init__(self, layers: Sequence[Union[nn.Module, int]], *, input_shape: Sequence[int],

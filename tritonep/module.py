@@ -331,7 +331,7 @@ class EPModule(nn.Module):
                                                                   span, B, gain))
         if self.output == "softmax":  # readout: exact cross-entropy gradient at the free state, or
             W_f, b_f, _ = self.readout_matrices()  # the error at the end of the positive nudged phase
-            if o.readout_error == "nudged":
-                error = engine.readout(a if sign > 0 else free, target)[1]  # a negative random sign: none
+            if o.readout_error == "nudged" and sign > 0:  # a negative random sign has no positive phase
+                error = engine.readout(a, target)[1]
             rules.add_readout_gradient(W_f, b_f, error, engine.readout_input(free), B)
         return loss, out, (t_free, steps)
