@@ -156,6 +156,27 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     # ... and refuses runs made with other settings
     assert cli.main(args + ["--resume-existing", "--epochs", "2"]) == 2
     assert "holds a run with other settings" in capsys.readouterr().err
+    # --report-only trains nothing and loads no data: finished runs as they are, the others listed
+    part = out / "mnist-5hl" / "seed1.json"
+    kept = part.read_text()
+    stopped = json.loads(kept)  # as if killed after its last epoch, before it was marked finished
+    stopped.update(finished=False, epochs=[{**stopped["epochs"][0], "test_acc": 12.5}])
+    part.write_text(json.dumps(stopped))
+    report = ["reproduce", "mnist-2hl-bp", "mnist-5hl", "mnist-3hl", "--quick", "--out", str(out), "--name", "rep",
+              "--data-dir", str(tmp_path / "no-data-here"), "--no-download", "--report-only"]
+    assert cli.main(report + ["--epochs", "3"]) == 2  # other settings than the runs on disk: refused
+    assert "holds a run with other settings" in capsys.readouterr().err
+    assert cli.main(report) == 0
+    assert "(reused," in capsys.readouterr().err
+    rep = json.loads((out / "rep.json").read_text())
+    by_key = {r["key"]: r for r in rep["rows"]}
+    assert by_key["mnist-2hl-bp"]["status"] == "done"
+    assert by_key["mnist-2hl-bp"]["best_test_acc"] == summary["rows"][0]["best_test_acc"]
+    assert by_key["mnist-3hl"]["status"] == "not run" and by_key["mnist-3hl"]["best_test_acc"]["n"] == 0
+    assert [r["status"] for r in by_key["mnist-5hl"]["runs"]] == ["reused", "unfinished: 1/1 epochs, best so far 12.50%"]
+    assert by_key["mnist-5hl"]["best_test_acc"]["n"] == 1 and not (out / "mnist-3hl").exists()
+    assert "seed 1: unfinished" in _table((out / "rep.md").read_text())["mnist-5hl"]["Notes"]
+    part.write_text(kept)
     # --variant alg1 runs each row's Algorithm 1 twin (rows without one run as they are)
     assert cli.main(args + ["--variant", "alg1", "--name", "alg1"]) == 0
     alg1 = _table((out / "alg1.md").read_text())

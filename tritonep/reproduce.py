@@ -95,7 +95,7 @@ def summarise_row(row: Row, runs: list[dict], opts: dict) -> dict:
            "devices": sorted({r["device"] for r in done})}
     if row.preset is None:
         out["status"] = "not implemented"
-    elif not runs:
+    elif all(r["status"] == "not run" for r in runs):
         out["status"] = "not run"
     elif len(done) == len(runs):
         out["status"] = "done"
@@ -152,8 +152,10 @@ def markdown(summary: dict) -> str:
 
 
 def _one_run(row: Row, seed: int, opts: dict, out_dir: Path, *, resume_existing: bool, datasets: dict,
-             data_dir, download: bool, progress: bool) -> dict:
-    """Run (or reuse) one seed of a row; returns its entry for the summary."""
+             data_dir, download: bool, progress: bool, report_only: bool = False) -> dict:
+    """Run (or reuse) one seed of a row; returns its entry for the summary. report_only:
+    run nothing; a run not finished on disk is reported as unfinished (with its epochs
+    so far) or not run."""
     cfg = row_config(row, seed, opts)
     path = out_dir / row.key / f"seed{seed}.json"
     ckpt = path.with_suffix(".ckpt")
@@ -169,6 +171,10 @@ def _one_run(row: Row, seed: int, opts: dict, out_dir: Path, *, resume_existing:
         if saved.get("finished"):
             return {**entry, **_run_numbers(saved), "status": "reused"}
         resume = ckpt if ckpt.exists() else None
+        if report_only:
+            return {**entry, "status": unfinished(saved, cfg["epochs"])}
+    if report_only:
+        return {**entry, "status": "not run"}
     if cfg["dataset"] not in datasets:
         datasets[cfg["dataset"]] = data_mod.load(cfg["dataset"], data_dir, download=download)
     try:
@@ -178,6 +184,13 @@ def _one_run(row: Row, seed: int, opts: dict, out_dir: Path, *, resume_existing:
         return {**entry, "status": f"diverged ({e})"}
     ckpt.unlink(missing_ok=True)  # finished: the JSON holds what the report needs
     return {**entry, **_run_numbers(res), "status": "done"}
+
+
+def unfinished(saved: dict, epochs: int) -> str:
+    """The status of a run stopped part way: its epochs so far and its best test accuracy."""
+    done = saved.get("epochs") or []
+    best = max((e["test_acc"] for e in done), default=None)
+    return f"unfinished: {len(done)}/{epochs} epochs" + (f", best so far {best:.2f}%" if best is not None else "")
 
 
 def _plot(summary: dict, stem: Path, log) -> list[str]:
@@ -198,9 +211,11 @@ def _run_numbers(res: dict) -> dict:
 
 def reproduce(targets: list[str], opts: dict, out_dir: Path, *, name: Optional[str] = None,
               resume_existing: bool = False, data_dir=None, download: bool = True, progress: bool = False,
-              command: str = "", log=print) -> dict:
+              command: str = "", log=print, report_only: bool = False) -> dict:
     """Run every seed of every row; write ``NAME.md`` and ``NAME.json`` in ``out_dir``.
-    Returns the summary (as written to ``NAME.json``)."""
+    Returns the summary (as written to ``NAME.json``). report_only: run nothing, load
+    no data; summarise the finished runs under ``out_dir`` (as ``--resume-existing``
+    would reuse them) and list the others as unfinished or not run."""
     rows = resolve(targets, opts.get("dataset"), opts.get("variant", "paper"))
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(opts["first_seed"], opts["first_seed"] + opts["seeds"]))
@@ -214,8 +229,9 @@ def reproduce(targets: list[str], opts: dict, out_dir: Path, *, name: Optional[s
         for seed in seeds if row.preset else []:
             k += 1
             t0 = time.perf_counter()
-            entry = _one_run(row, seed, opts, out_dir, resume_existing=resume_existing, datasets=datasets,
-                             data_dir=data_dir, download=download, progress=progress)
+            entry = _one_run(row, seed, opts, out_dir, resume_existing=resume_existing or report_only,
+                             datasets=datasets, data_dir=data_dir, download=download, progress=progress,
+                             report_only=report_only)
             runs.append(entry)
             acc = f"best {entry['best_test_acc']:.2f}%" if "best_test_acc" in entry else entry["status"]
             log(f"[{k}/{todo}] {row.key} seed {seed}: {acc} ({entry['status']}, {time.perf_counter() - t0:.1f} s)")

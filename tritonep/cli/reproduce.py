@@ -46,6 +46,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--resume-existing", action="store_true",
                     help="skip runs whose finished JSON exists with the same settings; continue unfinished ones "
                          "from their checkpoint")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the report from the finished runs under --out and list the others "
+                         "(unfinished with their epochs so far, or not run)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 1 epoch, 1000 training and 500 test images (class-stratified), 2 seeds "
                          "(explicit options win)")
@@ -100,7 +103,8 @@ def run_args(args: argparse.Namespace, argv: Optional[list[str]] = None) -> int:
         command = "tritonep reproduce " + " ".join(shlex.quote(a) for a in (argv or args.targets))
         summary = reproduce(args.targets, opts, out, name=args.name, resume_existing=args.resume_existing,
                             data_dir=args.data_dir, download=not args.no_download, progress=args.progress,
-                            command=command, log=lambda m: print(m, file=sys.stderr))
+                            command=command, log=lambda m: print(m, file=sys.stderr),
+                            report_only=args.report_only)
     except USER_ERRORS as e:
         return fail("reproduce", e)
     print(Path(summary["markdown"]).read_text())
