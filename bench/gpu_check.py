@@ -1,19 +1,30 @@
-"""The GPU check: ONE command that tests the kernels on CUDA, benchmarks every
-backend, times epochs and a 50-epoch mnist-2hl run, and writes one JSON summary.
+"""The GPU check: ONE command that runs what a GPU machine is lent for, ordered by
+value per minute, and writes one JSON summary after every step.
 
     bash bench/gpu_check.sh                 # on a GPU machine; results under $OUT (or bench/results/gpu-check)
     python bench/gpu_check.py --dry-run     # on CPU: every step, shrunk, kernels in the interpreter
 
-The summary also holds the static roofline (``bench/roofline.py``: each kernel's
-floor on an H100 and H200 at the headline shape) beside the measured times.
+Steps (``STEPS``), each a subprocess with its own time limit, its output (stdout and
+stderr together, unbuffered) streamed to ``NAME.log`` as it runs:
 
-Each step runs as a subprocess with its own time limit, so one failing or slow
-step is recorded and the rest still run. The summary
-(``gpu-check-DATE-GPU.json``) has the keys the kernels issue asks for: gpu,
-torch, triton, commit, date, ep_step_speedup_vs_torch, ep_bp_epoch_ratio,
-mnist_2hl_50ep_seconds, best_test_acc, the targets and whether each was reached,
-the full benchmark table, and the conv steps (conv kernel tests, conv benchmarks,
-``cifar10-conv`` for 50 epochs; ``--skip-conv`` leaves them out).
+1. ``smoke`` (seconds): versions, ``nvidia-smi``, the C compiler, a tiny and an autotuned launch;
+2. ``headline``: the ``ep_step`` timing of 784-512-512-10, batch 500, T=10, K=10:
+   torch eager, triton, triton with CUDA graph, at ieee and tf32;
+3. ``epoch``: ``bench/epoch.py`` (EP and BP epochs);
+4. ``train``: ``tritonep train mnist-2hl`` for 50 epochs on the Triton backend;
+   ``headline_k5``: the headline cases at K=5;
+5. ``kernel_stats``: registers and spills of every kernel compiled (``bench/gpu_smoke.py stats``);
+6. ``kernel_tests_fixed`` (autotuning off) then ``kernel_tests`` (on), with ``-x``;
+7. the rest: the other benchmarks (persistent kernel, scaling, cuBLAS, updates),
+   conv tests and benchmarks, a short ``cifar10-conv`` run.
+
+A failed smoke step ends the check (nothing after it can run). The summary
+(``gpu-check-DATE-GPU.json``, and ``summary.md``) holds gpu, torch, triton, commit,
+date, ep_step_speedup_vs_torch, ep_bp_epoch_ratio, mnist_2hl_50ep_seconds,
+best_test_acc, the targets and whether each was reached, the benchmark tables, the
+static roofline (``bench/roofline.py``) beside the measured times, and each step's
+record; it is rewritten after every step, so a check killed mid-step still leaves
+the numbers of every step before it.
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ import datetime
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,7 +53,8 @@ TARGETS = {  # the kernels issue's targets on an H100
 
 
 def find_data(given: str | None) -> str | None:
-    for d in (given, os.environ.get("TRITONEP_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data"):
+    for d in (given, os.environ.get("TRITONEP_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data",
+              REPO / "device-data"):
         if d and (Path(d) / "mnist.npz").is_file():
             return str(d)
     return None
@@ -51,22 +64,33 @@ DEADLINE = [float("inf")]  # time.perf_counter() by which every step must have e
 
 
 def run_step(name: str, cmd: list[str], out: Path, timeout: int, env: dict) -> dict:
-    """Run one step, log its output to ``out/NAME.log``; returns its record. The
-    step's time limit is cut to what is left of the whole check's budget."""
+    """Run one step with its output (stdout and stderr together) streamed to
+    ``out/NAME.log`` as it runs; returns its record. The step's time limit is cut to
+    what is left of the whole check's budget; at the limit the step gets SIGINT (so
+    pytest and Python print where they were), then SIGKILL 10 s later."""
     left = DEADLINE[0] - time.perf_counter()
     if left < 20:
         print(f"== {name}: skipped, the check's time budget is spent", flush=True)
         return {"command": " ".join(cmd), "rc": "skipped", "seconds": 0, "tail": "time budget spent"}
     timeout = int(min(timeout, left))
     print(f"== {name} (limit {timeout} s): {' '.join(cmd)}", flush=True)
+    log = out / f"{name}.log"
     t = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-        rc, text = p.returncode, p.stdout + p.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, text = "timeout", (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else str(e.stdout or "")
+    with open(log, "wb") as f:
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+            for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(p.pid, sig)
+                    p.wait(timeout=wait)
+                    break
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    continue
     seconds = time.perf_counter() - t
-    (out / f"{name}.log").write_text(text)
+    text = log.read_bytes().decode("utf-8", errors="replace")
     tail = "\n".join(text.strip().splitlines()[-3:])
     print(f"   rc={rc} in {seconds:.1f} s\n   {tail}", flush=True)
     return {"command": " ".join(cmd), "rc": rc, "seconds": round(seconds, 2), "tail": tail}
@@ -84,16 +108,15 @@ def ratio(a, b):
 
 
 def summarize(out: Path, info: dict, steps: dict) -> dict:
-    rows = bench_table(out / "bench.json")
+    rows = sum((bench_table(out / f) for f in ("headline.json", "headline-k5.json", "bench.json")), [])
     torch_ep = pick(rows, case="ep_step", net="2hl-512-K10", backend="torch")
     speedups = {b: ratio(torch_ep, pick(rows, case="ep_step", net="2hl-512-K10", backend=b))
-                for b in ("compile", "triton", "triton-graph", "triton-graph-tf32", "triton-persistent")}
+                for b in ("compile", "triton", "triton-tf32", "triton-graph", "triton-graph-tf32", "triton-persistent")}
     best = max((v for v in speedups.values() if v is not None), default=None)
     cublas = pick(rows, case="cublas_tf32", net="2hl-512-K10")
     relax_frac = {b: ratio(cublas, pick(rows, case="relax_step", net="2hl-512-K10", backend=b))
                   for b in ("triton", "triton-tf32")}
-    epoch = json.loads((out / "epoch.json").read_text()) if (out / "epoch.json").is_file() else None
-    train = json.loads((out / "mnist-2hl.json").read_text()) if (out / "mnist-2hl.json").is_file() else None
+    epoch, train = load(out / "epoch.json"), load(out / "mnist-2hl.json")
     net = "2hl-512-K10"  # the roofline's headline shape; measured per launch (relax_step: one free step)
     measured = {(p, k): pick(rows, case=case, net=net, backend=b) for p, sfx in (("ieee", ""), ("tf32", "-tf32"))
                 for k, case, b in (("relax_step", "relax_step", "triton" + sfx), ("update", "update", "triton" + sfx),
@@ -118,6 +141,8 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
         "benchmarks": rows,
         "conv_benchmarks": bench_table(out / "bench-conv.json"),
         "cifar10_conv": _run_summary(out / "cifar10-conv.json"),
+        "kernels": load(out / "kernels.json"),
+        "smoke": load(out / "smoke.json"),
     }
     reached = {}
     for key, (op, bound) in TARGETS.items():
@@ -128,11 +153,19 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
     return summary
 
 
+def load(path: Path):
+    """A step's JSON, or None where it is missing or cut short (a step killed mid-write)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _run_summary(path: Path):
     """Epochs done, training seconds and accuracies of a results JSON, or None."""
-    if not path.is_file():
+    r = load(path)
+    if r is None:
         return None
-    r = json.loads(path.read_text())
     return {"epochs": len(r["epochs"]), "train_seconds": r.get("train_seconds"),
             "best_test_acc": r.get("best_test_acc"), "finished": r.get("finished")}
 
@@ -147,6 +180,66 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# (name, time limit in seconds): the order the steps run in, by value per minute
+STEPS = [("smoke", 60), ("headline", 150), ("epoch", 120), ("train", 200), ("headline_k5", 90), ("kernel_stats", 60),
+         ("kernel_tests_fixed", 150), ("kernel_tests", 150), ("bench", 240), ("conv_tests", 120),
+         ("conv_bench", 180), ("cifar10_conv", 240)]
+# the headline ep_step cases of bench/test_bench_kernels.py (-k expression; K10 or K5 after it)
+HEADLINE = ("test_ep_step and 2hl-512-{K} and (torch or triton or triton-tf32 or triton-graph or triton-graph-tf32) "
+            "and not persistent and not compile")
+
+
+def commands(args, data: str | None, out: Path) -> dict:
+    """Each step's command, or a string saying why the step is skipped."""
+    py, dry = sys.executable, args.dry_run
+    dev, backend = ("cpu", "torch") if dry else ("cuda", "triton")
+    pytest = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    timing = (["--benchmark-min-rounds=1", "--benchmark-max-time=0.000001", "--benchmark-warmup=off"] if dry
+              else ["--benchmark-min-rounds=5", "--benchmark-max-time=0.25"])
+    no_data = "MNIST not found: pass --data-dir or set TRITONEP_DATA"
+    cifar = data is not None and (Path(data) / "cifar10_jpeg_lossy.npz").is_file()
+    kernel_tests = pytest + ["-x", "tests/test_dense_triton.py"] + (["-k", "backends_agree and chain"] if dry else [])
+    cmds = {
+        "smoke": [py, "bench/gpu_smoke.py", "smoke", "--out", str(out / "smoke.json")],
+        "headline": pytest + ["bench/test_bench_kernels.py", "-k", HEADLINE.format(K="K10"),
+                              f"--benchmark-json={out / 'headline.json'}"] + timing,
+        "headline_k5": pytest + ["bench/test_bench_kernels.py", "-k", HEADLINE.format(K="K5"),
+                                 f"--benchmark-json={out / 'headline-k5.json'}"] + timing,
+        "epoch": [py, "bench/epoch.py", "--data-dir", str(data), "--device", dev, "--backend", backend,
+                  "--out", str(out / "epoch.json")] + (["--max-batches", "2"] if dry else []) if data else no_data,
+        "train": [py, "-m", "tritonep", "train", "mnist-2hl", "--epochs", str(1 if dry else args.epochs),
+                  "--backend", backend, "--device", dev, "--data-dir", str(data), "--no-download", "--quiet",
+                  "--out", str(out / "mnist-2hl.json")]
+        + (["--limit-train", "1000", "--limit-test", "500"] if dry else []) if data else no_data,
+        "kernel_stats": [py, "bench/gpu_smoke.py", "stats", "--out", str(out / "kernels.json")],
+        "kernel_tests_fixed": kernel_tests,
+        "kernel_tests": kernel_tests,
+        "bench": pytest + ["bench/test_bench_kernels.py", "-k", f"not ({HEADLINE.format(K='K')})", f"--benchmark-json={out / 'bench.json'}"]
+        + timing,
+        "conv_tests": pytest + ["-x", "tests/test_conv_triton.py"],
+        "conv_bench": pytest + ["bench/test_bench_conv.py", "-k", "not compile",
+                                f"--benchmark-json={out / 'bench-conv.json'}"] + timing,
+        "cifar10_conv": [py, "-m", "tritonep", "train", "cifar10-conv", "--epochs", str(1 if dry else args.conv_epochs),
+                         "--backend", backend, "--device", dev, "--data-dir", str(data), "--no-download", "--quiet",
+                         "--out", str(out / "cifar10-conv.json")]
+        + (["--limit-train", "256", "--limit-test", "256"] if dry else []) if cifar
+        else "cifar10_jpeg_lossy.npz not found beside mnist.npz (bench/device_data.py prepares a subset)",
+    }
+    if args.skip_conv:
+        for k in ("conv_tests", "conv_bench", "cifar10_conv"):
+            cmds[k] = "--skip-conv"
+    return cmds
+
+
+def write_summary(out: Path, info: dict, steps: dict) -> Path:
+    """Write the summary JSON and ``summary.md`` of the steps run so far; returns the JSON's path."""
+    summary = summarize(out, info, steps)
+    name = f"gpu-check-{info['date']}-{re.sub(r'[^A-Za-z0-9]+', '-', info['gpu']).strip('-').lower()}.json"
+    (out / name).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(summary) + "\n")
+    return out / name
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-check"))
@@ -154,7 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dry-run", action="store_true", help="run every step on CPU, shrunk (kernels in the interpreter)")
     ap.add_argument("--skip-conv", action="store_true", help="skip the conv steps (tests, benchmarks, cifar10-conv)")
-    ap.add_argument("--conv-epochs", type=int, default=50, help="epochs of the cifar10-conv run (the issue: 50)")
+    ap.add_argument("--conv-epochs", type=int, default=3, help="epochs of the short cifar10-conv run")
+    ap.add_argument("--only", default=None, help="comma-separated step names to run (default: all, in order)")
     ap.add_argument("--budget", type=float, default=540,
                     help="seconds for the whole check (steps past it are skipped, a running one is cut; default "
                          "540: one device call of 10 minutes with room to spare)")
@@ -167,8 +261,10 @@ def main(argv=None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("no CUDA device: use --dry-run on CPU", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    py = sys.executable
+    data = find_data(args.data_dir)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    if data:
+        env["TRITONEP_DATA"] = data  # the tests and benchmarks that need MNIST find it
     if args.dry_run:
         env.update(TRITON_INTERPRET="1", TRITONEP_BENCH_DRY="1")
     import triton
@@ -178,53 +274,29 @@ def main(argv=None) -> int:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or "unknown"
     info = {"gpu": gpu, "torch": torch.__version__, "triton": triton.__version__, "commit": commit,
             "date": datetime.date.today().isoformat(), "python": sys.version.split()[0], "dry_run": args.dry_run,
-            "cuda": torch.version.cuda}
+            "cuda": torch.version.cuda, "data_dir": data}
     print(json.dumps(info), flush=True)
-    data = find_data(args.data_dir)
-    steps = {}
-    tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_dense_triton.py"]
-    steps["kernel_tests"] = run_step("kernel_tests", tests + (["-k", "backends_agree and chain"] if args.dry_run else []),
-                                     out, 240, env)
-    bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_kernels.py",
-             f"--benchmark-json={out / 'bench.json'}"]
-    bench += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.000001", "--benchmark-warmup=off"] if args.dry_run else [
-        "--benchmark-min-rounds=5", "--benchmark-max-time=0.25", "--benchmark-warmup=on"]
-    steps["bench"] = run_step("bench", bench, out, 300, env)
-    if data is None:
-        steps["data"] = {"rc": "skipped", "tail": "MNIST not found: pass --data-dir or set TRITONEP_DATA"}
-    else:
-        dev, backend = ("cpu", "torch") if args.dry_run else ("cuda", "triton")
-        epoch = [py, "bench/epoch.py", "--data-dir", data, "--device", dev, "--backend", backend,
-                 "--out", str(out / "epoch.json")] + (["--max-batches", "2"] if args.dry_run else [])
-        steps["epoch"] = run_step("epoch", epoch, out, 150, env)
-        train = [py, "-m", "tritonep", "train", "mnist-2hl", "--epochs", str(1 if args.dry_run else args.epochs),
-                 "--backend", backend, "--device", dev, "--data-dir", data, "--no-download", "--quiet",
-                 "--out", str(out / "mnist-2hl.json")]
-        train += ["--limit-train", "1000", "--limit-test", "500"] if args.dry_run else []
-        steps["train"] = run_step("train", train, out, 300, env)
-    if not args.skip_conv:
-        conv_tests = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conv_triton.py"]
-        steps["conv_tests"] = run_step("conv_tests", conv_tests, out, 180, env)
-        conv_bench = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_conv.py", "-k",
-                      "not compile", f"--benchmark-json={out / 'bench-conv.json'}"]
-        conv_bench += ["--benchmark-min-rounds=1", "--benchmark-max-time=0.000001", "--benchmark-warmup=off"] \
-            if args.dry_run else ["--benchmark-min-rounds=3", "--benchmark-max-time=0.25"]
-        steps["conv_bench"] = run_step("conv_bench", conv_bench, out, 240, env)
-        if data is not None and (Path(data) / "cifar10_jpeg_lossy.npz").is_file():
-            dev, backend = ("cpu", "torch") if args.dry_run else ("cuda", "triton")
-            conv = [py, "-m", "tritonep", "train", "cifar10-conv", "--epochs",
-                    str(1 if args.dry_run else args.conv_epochs), "--backend", backend, "--device", dev,
-                    "--data-dir", data, "--no-download", "--quiet", "--out", str(out / "cifar10-conv.json")]
-            conv += ["--limit-train", "256", "--limit-test", "256"] if args.dry_run else []
-            steps["cifar10_conv"] = run_step("cifar10_conv", conv, out, 420, env)
+    cmds = commands(args, data, out)
+    only = set(args.only.split(",")) if args.only else None
+    if only and only - set(cmds):
+        ap.error(f"--only names unknown steps {sorted(only - set(cmds))}; the steps are {[n for n, _ in STEPS]}")
+    steps: dict = {}
+    path = write_summary(out, info, steps)
+    for name, limit in STEPS:
+        if only and name not in only:
+            continue
+        cmd = cmds[name]
+        if isinstance(cmd, str):
+            steps[name] = {"rc": "skipped", "tail": cmd}
         else:
-            steps["cifar10_conv"] = {"rc": "skipped", "tail": "cifar10_jpeg_lossy.npz not found beside mnist.npz"}
-    summary = summarize(out, info, steps)
-    name = f"gpu-check-{info['date']}-{re.sub(r'[^A-Za-z0-9]+', '-', gpu).strip('-').lower()}.json"
-    (out / name).write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(summary) + "\n")
-    print(markdown(summary))
-    print(f"summary: {out / name}")
+            step_env = dict(env, TRITONEP_AUTOTUNE="0") if name == "kernel_tests_fixed" else env
+            steps[name] = run_step(name, cmd, out, limit, step_env)
+        path = write_summary(out, info, steps)
+        if name == "smoke" and steps[name]["rc"] != 0:
+            print("smoke step failed: the toolchain cannot run a kernel; see smoke.log", flush=True)
+            break
+    print((out / "summary.md").read_text())
+    print(f"summary: {path}")
     return 0 if all(s.get("rc") == 0 or (s.get("rc") == "skipped" and "budget" not in s.get("tail", ""))
                     for s in steps.values()) else 1
 

@@ -2,18 +2,19 @@
 # The GPU check in one command (see bench/gpu_check.py). On the GPU machine:
 #   TRITONEP_COMMIT=$(git rev-parse HEAD) bash bench/gpu_check.sh [--data-dir DIR]
 # installs tritonep over the image's own torch/triton (no dependency changes),
-# prints the versions that run, then tests, benchmarks and trains; results go to
-# $OUT (or bench/results/gpu-check). On CPU: bash bench/gpu_check.sh --dry-run
-# MNIST is looked for in --data-dir, $TRITONEP_DATA, ../shared/data, ./shared/data
-# (a device copy of the repo may need mnist.npz carried into an ignored folder).
+# then runs the steps in order of value; results go to $OUT (or bench/results/gpu-check).
+# On CPU: bash bench/gpu_check.sh --dry-run
+# MNIST is looked for in --data-dir, $TRITONEP_DATA, ../shared/data, ./shared/data and
+# ./device-data (what `python bench/device_data.py` prepares to travel with the tree).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ -z "${TRITONEP_DATA:-}" ] && [ -f device-data/mnist.npz ]; then export TRITONEP_DATA="$PWD/device-data"; fi
 # offline machine: no build isolation (setuptools comes from the image); the image
-# already has pytest, pytest-benchmark and tqdm
-pip install -q --no-deps --no-build-isolation -e . || exit 1
-python - <<'EOF'
-import torch, triton
-print("torch", torch.__version__, "| triton", triton.__version__, "| cuda", torch.version.cuda,
-      "|", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
-EOF
-exec python bench/gpu_check.py "$@"
+# already has pytest, pytest-benchmark and tqdm. A system Python that refuses installs
+# (PEP 668, externally managed) gets --break-system-packages; a venv never needs it.
+"$PY" -m pip install -q --no-deps --no-build-isolation -e . \
+  || "$PY" -m pip install -q --no-deps --no-build-isolation --break-system-packages -e . \
+  || { echo "gpu_check: could not install tritonep with $PY -m pip" >&2; exit 1; }
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
+exec "$PY" bench/gpu_check.py "$@"

@@ -32,7 +32,7 @@ NETS = {  # name: (sizes, options, batch, T, K)
     "3hl-512": ([784, 512, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 18, 10),
     "10hl-64-res": ([784] + [64] * 10 + [10], dict(feedback=0.1, nudge=0.1, residual=3), 500, 100, 50),
 }
-BACKENDS = ["torch", "compile", "triton", "triton-graph", "triton-graph-tf32", "triton-persistent"]
+BACKENDS = ["torch", "compile", "triton", "triton-tf32", "triton-graph", "triton-graph-tf32", "triton-persistent"]
 SCALING = [(b, 512) for b in (64, 256, 1024, 4096)] + [(500, w) for w in (256, 1024, 2048, 4096)]
 # dry run (bench/gpu_check.py --dry-run): tiny nets, Triton cases in the CPU interpreter,
 # to exercise every code path without a GPU; the numbers mean nothing
