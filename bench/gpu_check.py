@@ -1,7 +1,7 @@
 """The GPU check: ONE command that runs what a GPU machine is lent for, ordered by
 value per minute, and writes one JSON summary after every step.
 
-    bash bench/gpu_check.sh                 # on a GPU machine; results under $OUT (or bench/results/gpu-check)
+    bash bench/gpu_check.sh                 # on a GPU machine; results in $OUT/gpu-check.tgz (or bench/results/gpu-check)
     python bench/gpu_check.py --dry-run     # on CPU: every step, shrunk, kernels in the interpreter
 
 Steps (``STEPS``), each a subprocess with its own time limit, its output (stdout and
@@ -242,7 +242,8 @@ def write_summary(out: Path, info: dict, steps: dict) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results" / "gpu-check"))
+    ap.add_argument("--out", default=os.path.join(os.environ["OUT"], "gpu-check") if os.environ.get("OUT")
+                    else str(REPO / "bench" / "results" / "gpu-check"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--dry-run", action="store_true", help="run every step on CPU, shrunk (kernels in the interpreter)")

@@ -53,7 +53,7 @@ def _build_conv(cfg: dict) -> ConvEPNet:
         activation=cfg["activation"], residual=cfg.get("residual"), alpha=cfg.get("alpha", 1.0),
         output=cfg["output"], T=cfg["T"], K=cfg["K"], rule=cfg["rule"], nudging=cfg["nudging"], error=cfg["error"],
         normalize=cfg["normalize"], input_norm=cfg.get("input_norm"), backend=cfg.get("backend", "auto"),
-        tol=cfg.get("tol"), check_every=cfg.get("check_every", 5), cuda_graph=cfg.get("cuda_graph", False),
+        tol=cfg.get("tol"), check_every=cfg.get("check_every", 5), cuda_graph=cfg.get("cuda_graph", True),
         **_variant(cfg))
 
 

@@ -73,7 +73,7 @@ class ConvEPNet(EPModule):
         input_norm: ``(mean, std)`` per channel applied to every input, or
             ``"cifar10"`` (the paper's code: std 3x the usual); None: none.
         cuda_graph: on CUDA with the Triton backend, replay each ``ep_step`` as one
-            captured CUDA graph (opt-in: checked by the GPU tests, not on CPU).
+            captured CUDA graph (as ``EPNet``; 3-4x faster than plain launches on an H200).
         nudge_schedule, readout_error: as ``EPNet`` (the ramp of the authors' graph
             model, and the readout updated from the nudged phase's error).
     """
@@ -83,7 +83,7 @@ class ConvEPNet(EPModule):
                  residual=None, alpha: float = 1.0, output: str = "softmax", input_norm=None,
                  T: int = 20, K: int = 10, rule: str = "fre", nudging: str = "positive", error: str = "dynamic",
                  normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
-                 backend: str = "auto", cuda_graph: bool = False, nudge_schedule: str = "constant",
+                 backend: str = "auto", cuda_graph: bool = True, nudge_schedule: str = "constant",
                  readout_error: str = "free"):
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from . import rules
 from .engine import backend as be
+from .engine import value_checks as vc
 from .options import BACKENDS, OUTPUTS, StepOptions, choice, draw_sign, positive_float, positive_int
 from .reference import check_activation
 
@@ -151,14 +152,20 @@ class EPModule(nn.Module):
         if x.device != W.device:
             raise ValueError(f"input is on {x.device} but the network is on {W.device}; move one of them")
 
-    @staticmethod
-    def _check_finite(x: Tensor) -> Tensor:
-        if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # one cheap pass first
+    def _check_finite(self, x: Tensor) -> Tensor:
+        """``x``, checked for NaN and inf: at once on the host, deferred on a GPU
+        (``engine.value_checks``: no host sync). Every call starts here, so bad values
+        an earlier call's deferred checks found are raised here."""
+        self.backend_state.checks.raise_ready()
+        if vc.deferred(x):
+            self.backend_state.checks.add(vc.flag(~torch.isfinite(x).all(), vc.NONFINITE_INPUT))
+        elif not torch.isfinite(x.sum()) and not torch.isfinite(x).all():  # one cheap pass first
             raise ValueError("input contains NaN or infinite values")
         return x
 
     def check_target(self, y: Tensor, batch: int) -> Tensor:
-        """Labels (B,) int in [0, C) or class probabilities (B, C) -> (B, C) target."""
+        """Labels (B,) int in [0, C) or class probabilities (B, C) -> (B, C) target.
+        Values are checked at once on the host, deferred on a GPU (no host sync)."""
         if not isinstance(y, Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(y).__name__}")
         C = self.num_classes
@@ -166,18 +173,30 @@ class EPModule(nn.Module):
         if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
             if y.shape[0] != batch:
                 raise ValueError(f"got {y.shape[0]} labels for a batch of {batch} inputs")
-            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
+            if y.numel() and vc.deferred(y):
+                lo, hi = torch.aminmax(y)
+                self.backend_state.checks.add(vc.flag((lo < 0) | (hi >= C), vc.BAD_LABELS))
+            elif y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
                 raise ValueError(f"labels must be class indices in [0, {C - 1}], got values in "
                                  f"[{int(y.min())}, {int(y.max())}]")
-            return nn.functional.one_hot(y.to(W.device), C).to(W.dtype)
+            # a comparison, not one_hot: on CUDA one_hot asserts on the device (a dead context) for a bad label
+            y = y.to(W.device)
+            return (y.unsqueeze(1) == torch.arange(C, device=W.device)).to(W.dtype)
         if y.dim() == 2 and y.is_floating_point():
             if tuple(y.shape) != (batch, C):
                 raise ValueError(f"target probabilities must have shape ({batch}, {C}), got {tuple(y.shape)}")
-            if not torch.isfinite(y).all():
+            if vc.deferred(y):
+                self.backend_state.checks.add(vc.flag(~torch.isfinite(y).all(), vc.NONFINITE_TARGET))
+            elif not torch.isfinite(y).all():
                 raise ValueError("targets contain NaN or infinite values")
             return y.to(device=W.device, dtype=W.dtype)
         raise ValueError(f"labels must be class indices of shape (batch,) with an integer dtype, or target "
                          f"probabilities of shape (batch, {C}); got shape {tuple(y.shape)}, dtype {y.dtype}")
+
+    def check_pending(self) -> None:
+        """Raise now for any bad input that earlier calls found on a GPU (value checks
+        there are deferred so that no step waits for the device; this waits)."""
+        self.backend_state.checks.flush()
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         """Mean cost over the batch: cross-entropy of softmax logits, or P-EP's
@@ -284,22 +303,29 @@ class EPModule(nn.Module):
     def _triton_step(self, x: Tensor, target: Tensor, o: StepOptions, sign: float):
         engine = self._checked_triton_engine(x)
         graphs = self.backend_state.graphs
-        if self.cuda_graph and o.tol is None and x.is_cuda and not graphs.off:
+        if self.cuda_graph and o.tol is None and be.can_capture(x) and not graphs.off:
             engine.prepare(x, graph=True)  # bind every .grad to the buffer the graph writes
-            params = list(self.parameters()) + list(self.buffers())
-            # torch's fp32 matmul precision: what "auto" kernels and torch's own matmuls/convs follow
-            key = (x.shape[0], target.dtype, o, sign, getattr(engine, "precision", None),
-                   torch.get_float32_matmul_precision(), tuple(p.data_ptr() for p in params))
 
             def body(sx, st):
-                engine.pack()
+                engine.pack()  # captured: each replay packs the weights as they are then
                 return self._watched_step(engine, sx, st, o, sign)
 
-            done = graphs.run(key, (x, target), body, engine.grad_buffer().flat)
+            done = graphs.run(self._graph_key(engine, x, target, o, sign), engine.graph_owner(), (x, target), body,
+                              engine.grad_buffer().flat)
             if done is not None:
                 return done
         engine.prepare(x)
         return self._watched_step(engine, x, target, o, sign)
+
+    def _graph_key(self, engine, x: Tensor, target: Tensor, o: StepOptions, sign: float) -> tuple:
+        """Everything a captured ``ep_step`` bakes in: shapes and dtypes, the step's
+        options and sign, the net's settings read inside the step (nudge, output,
+        activation), the engine's (precision, tiles, ...), torch's fp32 matmul
+        precision, and the parameters' and buffers' addresses."""
+        params = list(self.parameters()) + list(self.buffers())
+        return (tuple(x.shape), x.dtype, tuple(target.shape), target.dtype, o, sign, self.nudge, self.output,
+                self.activation, engine.graph_key(), torch.get_float32_matmul_precision(),
+                tuple(p.data_ptr() for p in params))
 
     def _watched_step(self, engine, x: Tensor, target: Tensor, o: StepOptions, sign: float):
         """``_step``'s results and the free phase's residual (a 0-dim device tensor: a

@@ -79,11 +79,11 @@ def validate(cfg: dict) -> dict:
 def count_correct(net: EPModule, x: torch.Tensor, y: torch.Tensor, method: str, batch_size: int = 1000) -> int:
     """How many of x (N, n_in) the net labels y (N,): the relaxed net for EP, the
     feedforward net for BP/FA."""
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)  # read back once, not per batch
     for xb, yb in data_mod.Batches(x, y, batch_size, shuffle=False).epoch():
         out = net(xb) if method == "ep" else feedforward(net, xb)
-        correct += int((out.argmax(1) == yb).sum())
-    return correct
+        correct += (out.argmax(1) == yb).sum()
+    return int(correct)
 
 
 def lr_at(base: float, epoch: int, cfg: dict) -> float:
@@ -197,7 +197,9 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = lr_at(base, epoch, cfg)
         t0 = time.perf_counter()
-        loss_sum, correct, seen, residuals = 0.0, 0, 0, []
+        # per-batch sums stay on the device: read back once per epoch (and when the bar refreshes)
+        acc = torch.zeros(2, dtype=torch.float64, device=dev)  # loss sum, correct
+        seen, residuals, shown = 0, [], -float("inf")  # the bar shows the first batch at once
         steps = (batches.epoch(epoch) if dist is not None
                  else ((xb, yb, xb.shape[0]) for xb, yb in batches.epoch(epoch)))
         bar = tqdm(steps, total=len(batches), desc=f"epoch {epoch + 1}/{cfg['epochs']}",
@@ -210,31 +212,32 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                     xb = data_mod.augment(xb.view(b, *INPUT_SHAPES[cfg["dataset"]])).flatten(1)
                 if cfg["method"] == "ep":
                     loss, logits = net.ep_step(xb, yb)
+                    residuals.append(net.last_residual_tensor)
                 else:
                     logits = feedforward(net, xb, alignment=cfg["method"] == "fa")
                     loss = net.loss(logits, net.check_target(yb, b))
                     loss.backward()
-                # one host sync per batch for everything the loop reads back
-                got = [loss.detach(), (logits.argmax(1) == yb).sum()] + (
-                    [net.last_residual_tensor] if cfg["method"] == "ep" else [])
-                got = torch.stack([v.to(torch.float64) for v in got]).tolist()
-                loss_sum += got[0] * b
-                correct += int(got[1])
+                acc[0] += loss.detach().to(torch.float64) * b
+                acc[1] += (logits.argmax(1) == yb).sum()
                 seen += b
-                if cfg["method"] == "ep":
-                    residuals.append(got[2])
             elif cfg["method"] == "ep":  # an empty shard moved nothing
-                residuals.append(0.0)
+                residuals.append(torch.zeros((), device=dev))
             if reduce_grads is not None:
                 reduce_grads(b / b_global)  # this shard's mean, weighted by its share of the global batch
             if cfg.get("clip"):
                 torch.nn.utils.clip_grad_norm_(net.parameters(), float(cfg["clip"]))
             opt.step()
-            if seen:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%",
-                                **({"residual": f"{residuals[-1]:.1e}"} if residuals else {}))
+            if progress and seen and time.monotonic() - shown >= 0.5:  # one read per half second, not per batch
+                shown = time.monotonic()
+                got = torch.cat([acc, residuals[-1].reshape(1).to(acc)] if residuals else [acc]).tolist()
+                bar.set_postfix(loss=f"{got[0] / seen:.4f}", acc=f"{100.0 * got[1] / seen:.2f}%",
+                                **({"residual": f"{got[2]:.1e}"} if residuals else {}))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
+        net.check_pending()  # bad values a GPU found during the epoch, raised now
+        loss_sum, correct = acc.tolist()
+        correct = int(correct)
+        residuals = torch.stack(residuals).to(torch.float64).tolist() if residuals else []
         seconds = time.perf_counter() - t0
         if dist is not None:
             loss_sum, correct, seen = dist.all_sum([loss_sum, correct, seen])

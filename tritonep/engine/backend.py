@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .cuda_graph import GraphCache
+from .value_checks import DeferredChecks
 
 
 def interpreting() -> bool:
@@ -22,6 +23,12 @@ def interpreting() -> bool:
 def available() -> bool:
     """Whether the triton package can be imported here."""
     return importlib.util.find_spec("triton") is not None
+
+
+def can_capture(x: Tensor) -> bool:
+    """Whether a step on ``x`` can be captured as a CUDA graph: a CUDA tensor (tests
+    stand in for CUDA by replacing this and ``torch.cuda``'s graph API)."""
+    return x.is_cuda
 
 
 def check_device(x: Tensor) -> None:
@@ -59,24 +66,28 @@ def resolve(backend: str, x: Tensor, state: "BackendState", reference_only: bool
 @dataclass
 class BackendState:
     """What a net's engines keep between calls, per net: whether its Triton path has
-    worked (or failed on first use), its CUDA graphs, and reusable buffers (tables,
+    worked (or failed on first use), its CUDA graphs, its deferred value checks
+    (``value_checks``), and reusable buffers (tables,
     frames, workspaces) keyed by device and batch. Never copied or pickled: a copy of
     a net starts with a fresh one."""
 
     triton_ok: bool = False
     triton_off: bool = False
     graphs: GraphCache = field(default_factory=GraphCache)
+    checks: DeferredChecks = field(default_factory=DeferredChecks)
     buffers: dict = field(default_factory=dict)
 
     def cached(self, key: tuple, make: Callable, limit: int = 16):
         """``buffers[key]``, made by ``make()`` on first use. ``key[0]`` names the kind
         (``"dense"`` workspaces, ``"dense-plan"``, ``"conv-frames"``, ...): past ``limit``
         entries of one kind (many batch sizes seen) that kind's are dropped, and only
-        that kind's, so workspace churn never drops a plan."""
+        that kind's, so workspace churn never drops a plan. Dropping buffers drops the
+        CUDA graphs too: a graph may write them, and must never replay into freed memory."""
         v = self.buffers.get(key)
         if v is None:
             same = [k for k in self.buffers if k[0] == key[0]]
             if len(same) >= limit:
+                self.graphs.clear()
                 for k in same:
                     del self.buffers[k]
             v = self.buffers[key] = make()

@@ -63,6 +63,16 @@ class ConvTriton(ConvReference):
     def pack(self) -> None:
         """Nothing to pack: the convolutions read the parameters themselves."""
 
+    def graph_key(self) -> tuple:
+        """What a captured step bakes in beyond the net's options: its frames (one set
+        per batch size), cuDNN's and cuBLAS's TF32 switches (read at each launch)."""
+        return (id(self.frames), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+
+    def graph_owner(self) -> tuple:
+        """The buffers every captured step writes: the grad buffer. (Frames are never
+        dropped but with the net's cached buffers, which drop the graphs too.)"""
+        return (self.grads,)
+
     def grad_buffer(self) -> GradBuffer:
         return self.grads
 

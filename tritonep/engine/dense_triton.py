@@ -166,6 +166,8 @@ class Plan:
         self.biases = torch.empty(max(b_total, 1), device=device)
         self._coefs: dict = {}
         self._frames: dict = {}
+        # bumped whenever frames are dropped: a CUDA graph that wrote them must not replay
+        self.generation = 0
 
     # ------------------------------------------------------------------ buffers
     def frames(self, tag: str, batch: int) -> tuple[Tensor, Tensor]:
@@ -175,6 +177,7 @@ class Plan:
         if f is None:
             if len(self._frames) > 24:  # many batch sizes seen: drop the old buffers
                 self._frames.clear()
+                self.generation += 1
             f = self._frames[key] = tuple(torch.empty(batch, self.width, device=self.device) for _ in range(2))
         return f
 
@@ -213,6 +216,7 @@ class Plan:
         if c is None:
             if len(self._coefs) > 64:
                 self._coefs.clear()
+                self.generation += 1
             c = self._coefs[key] = torch.tensor(values, dtype=torch.float32, device=self.device)
         return c
 
@@ -243,7 +247,8 @@ class DenseTriton:
 
     def prepare(self, x: Tensor, *, graph: bool = False) -> None:
         """Before a step: bind every ``.grad`` to the plan's buffer and pack the weights.
-        ``graph``: the captured step always accumulates, so fresh grads start at zero."""
+        ``graph``: the captured step always accumulates, so fresh grads start at zero,
+        and packs the weights itself (each replay), so nothing is packed here."""
         self.accumulate = self.plan.grads.bind()
         if not self.accumulate:
             if graph:
@@ -252,7 +257,18 @@ class DenseTriton:
             elif self.plan.n_link_params < len(self.plan.grads.params):
                 # the update kernel overwrites the links' slices; the readout's are added to
                 self.plan.grads.flat[self.plan.grads.slices[self.plan.n_link_params][0]:].zero_()
-        self.pack()
+        if not graph:
+            self.pack()
+
+    def graph_key(self) -> tuple:
+        """What a captured step of this engine bakes in beyond the net's options:
+        precision, persistent kernels, tiles."""
+        return (self.precision, self.persistent, self.plan.blocks)
+
+    def graph_owner(self) -> tuple:
+        """The buffers a captured step writes: the plan (frames, packed weights, grads)
+        at its current generation (bumped when it drops frames)."""
+        return (self.plan, self.plan.generation)
 
     def pack(self) -> None:
         """Copy the weights into the plan's packed buffers (inside a captured graph too)."""
