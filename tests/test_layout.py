@@ -13,7 +13,8 @@ LAYERS = [
     ("engines", ("engine",)),
     ("nn modules", ("layers", "module", "net", "conv", "sequential")),
     ("training, analysis, reproduction", ("baselines", "data", "presets", "build", "checkpoint", "runinfo", "train",
-                                          "distributed", "paper", "reproduce", "analysis", "compile_check")),
+                                          "collapse", "distributed", "paper", "reproduce", "analysis",
+                                          "compile_check")),
     ("package", ("",)),  # tritonep/__init__.py: the public names
     ("command line", ("cli", "__main__")),
 ]

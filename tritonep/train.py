@@ -21,13 +21,14 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_mod
+from . import collapse as collapse_mod
 from . import data as data_mod
 from . import distributed as dist_mod
 from .baselines import feedforward
@@ -102,17 +103,24 @@ def evaluate(net: EPModule, x: torch.Tensor, y: torch.Tensor, method: str, batch
 def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os.PathLike] = None,
         resume: Optional[os.PathLike] = None, data_dir: Optional[os.PathLike] = None, download: bool = True,
         progress: bool = True, dataset: Optional[data_mod.Dataset] = None,
-        dist: Optional[dist_mod.Context] = None) -> dict:
+        dist: Optional[dist_mod.Context] = None,
+        on_epoch: Optional[Callable[[dict, EPModule, torch.optim.Optimizer], None]] = None) -> dict:
     """Train as ``cfg`` says; returns the results dict (also written to ``out``).
 
     cfg: a resolved config (``presets.get(name)`` plus overrides).
-    checkpoint: written after every epoch (default: next to ``out``, if given).
+    checkpoint: written after every epoch (default: next to ``out``, if given); the
+        best epoch's (by test accuracy) is kept beside it as ``NAME.best.ckpt``, the
+        same format (``tritonep evaluate`` scores it, ``--resume`` continues from it),
+        named in the results (``best_checkpoint``, ``best_epoch``).
     resume: a checkpoint to continue from (same architecture and seed; any world size).
     dataset: an already loaded ``data.Dataset`` (else loaded from ``data_dir``).
     dist: this process's place in a data-parallel group (``distributed.init_from_env``):
         ``cfg["batch_size"]`` stays the global batch, each rank trains on its
         1/world share of it, grads are averaged across ranks, test accuracy is
         counted on shards and summed; only rank 0 writes ``out`` and ``checkpoint``.
+    on_epoch: called after each epoch's record is made, before it is saved, as
+        ``on_epoch(record, net, optimizer)``; what it adds to the record (JSON values)
+        is saved with it (diagnostics: ``bench/collapse.py``).
     """
     cfg = validate(dict(cfg))
     world = dist.world_size if dist is not None else 1
@@ -176,11 +184,12 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
               "final_test_acc": None, "versions": versions(), "device": device_name(dev),
               "data_source": ds.source, "train_size": n, "test_size": n_test, "subsets": subsets,
               "residual_threshold": cfg.get("residual_threshold", RESIDUAL_THRESHOLD), "world_size": world,
-              "finished": False}
+              "collapse": None, "finished": False}
     if dist is not None:
         result["distributed"] = {"world_size": world, "backend": dist.backend,
                                  "per_rank_batch": cfg["batch_size"] // world}
     start, warned = 0, False
+    watch = collapse_mod.Watch()
     if ck is not None:
         try:
             net.load_state_dict(ck["model"])
@@ -191,6 +200,12 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             raise ckpt_mod.CheckpointError(f"checkpoint {resume} does not fit this run's net or optimizer: "
                                            f"{first[:300]}") from None
         start, result["epochs"] = ck["epoch"], ck["history"]
+        watch = collapse_mod.Watch(result["epochs"])
+        result["collapse"] = watch.collapse
+        _summarise(result)  # the best so far, so a worse epoch never replaces its checkpoint
+        if checkpoint is not None and result["epochs"] and best_path(checkpoint).is_file():
+            best = max(range(len(result["epochs"])), key=lambda i: (result["epochs"][i]["test_acc"], -i))
+            result.update(best_checkpoint=str(best_path(checkpoint)), best_epoch=best + 1)
 
     for epoch in range(start, cfg["epochs"]):
         net.train()
@@ -257,20 +272,33 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
                "test_acc": test_acc, "seconds": seconds,
                **residual_stats(residuals, result["residual_threshold"])}
+        if on_epoch is not None:
+            on_epoch(rec, net, opt)
         result["epochs"].append(rec)
+        collapsed = watch.epoch(rec)
         if progress:
             settle = (f"  residual {rec['residual_median']:.1e} ({100 * rec['settled_fraction']:.0f}% settled)"
                       if residuals else "")
             tqdm.write(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f}  train {rec['train_acc']:.2f}%  "
-                       f"test {test_acc:.2f}%{settle}  ({seconds:.1f} s)", file=sys.stderr)
+                       f"test {test_acc:.2f}%{settle}  ({seconds:.1f} s)" + ("  COLLAPSED" if collapsed else ""),
+                       file=sys.stderr)
+        if collapsed and main_rank:
+            result["collapse"] = collapsed
+            warnings.warn(collapse_mod.message(collapsed, result["epochs"], result.get("best_checkpoint"), cfg),
+                          collapse_mod.CollapseWarning, stacklevel=2)
         if residuals and not warned and rec["settled_fraction"] < SETTLED_FRACTION and main_rank:
             warned = True
             warnings.warn(not_settled_message(rec, result["residual_threshold"], cfg), RelaxationWarning,
                           stacklevel=2)
+        improved = result["best_test_acc"] is None or test_acc > result["best_test_acc"]
         _summarise(result)
         if checkpoint is not None and main_rank:
-            ckpt_mod.save(checkpoint, net=net, optimizer=opt, epoch=epoch + 1, history=result["epochs"], config=cfg,
-                          world_size=world)
+            state = dict(net=net, optimizer=opt, epoch=epoch + 1, history=result["epochs"], config=cfg,
+                         world_size=world)
+            if improved:  # the best weights survive whatever later epochs do
+                ckpt_mod.save(best_path(checkpoint), **state)
+                result.update(best_checkpoint=str(best_path(checkpoint)), best_epoch=epoch + 1)
+            ckpt_mod.save(checkpoint, **state)
         if out is not None and main_rank:
             _write_results(out, result)
     result["finished"] = True
@@ -281,6 +309,38 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         dist.barrier()  # the files exist before any rank returns
     result["net"] = net  # for callers in Python; added after the JSON is written
     return result
+
+
+def evaluate_checkpoint(path: os.PathLike, *, data_dir: Optional[os.PathLike] = None, download: bool = True,
+                        device: Optional[str] = None, limit_test: Optional[int] = None,
+                        dataset: Optional[data_mod.Dataset] = None) -> dict:
+    """Score a checkpoint's weights (any ``run`` wrote, the best epoch's too) on the
+    test images of its run's data set, as the run did (its subset, or ``limit_test``).
+    Returns ``{"checkpoint", "preset", "epoch", "test_acc", "test_size"}``."""
+    ck = ckpt_mod.load(path, map_location="cpu")
+    cfg = validate(dict(ck["config"]))
+    dev = resolve_device(device or cfg["device"])
+    dtype = DTYPES[cfg.get("dtype", "float32")]
+    ds = dataset if dataset is not None else data_mod.load(cfg["dataset"], data_dir, download=download)
+    limit = limit_test if limit_test is not None else cfg.get("limit_test")
+    rows = (torch.arange(ds.y_test.shape[0]) if limit is None
+            else data_mod.stratified_subset(ds.y_test, limit, cfg["seed"], "test"))
+    x, y = data_mod.to_float(ds.x_test[rows], device=dev, dtype=dtype), ds.y_test[rows].to(dev)
+    net = build_net(cfg).to(device=dev, dtype=dtype)
+    try:
+        net.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ckpt_mod.CheckpointError(f"checkpoint {path}: its weights do not fit its own config ({first[:300]})")
+    net.eval()
+    return {"checkpoint": str(path), "preset": cfg.get("preset"), "epoch": ck["epoch"],
+            "test_acc": evaluate(net, x, y, cfg["method"]), "test_size": int(rows.numel())}
+
+
+def best_path(checkpoint: os.PathLike) -> Path:
+    """Where the best epoch's checkpoint is kept beside ``checkpoint``: ``NAME.best.ckpt``."""
+    p = Path(checkpoint)
+    return p.with_name(p.stem + ".best" + (p.suffix or ".ckpt"))
 
 
 def check_resume(ck: dict, cfg: dict, path) -> None:

@@ -1,7 +1,7 @@
-"""The ``tritonep`` command line: ``tritonep train|reproduce|analyze|plot ...``.
+"""The ``tritonep`` command line: ``tritonep train|evaluate|reproduce|analyze|plot ...``.
 
 ``main(argv)`` parses the subcommand and hands over to ``cli.train``,
-``cli.reproduce``, ``cli.plot`` or ``cli.analyze`` (which parses its own
+``cli.evaluate``, ``cli.reproduce``, ``cli.plot`` or ``cli.analyze`` (which parses its own
 arguments). The library's relaxation warnings appear as one
 ``tritonep COMMAND: warning: ...`` line on stderr.
 """
@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional
 
-from . import analyze, plot, reproduce, train
+from . import analyze, evaluate, plot, reproduce, train
 from .common import warning_lines
 
 
@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     train.add_arguments(sub.add_parser("train", help="train a preset (see --list)",
                                        description="Train a preset; options override its settings."))
+    evaluate.add_arguments(sub.add_parser("evaluate", help="score a checkpoint's weights on its run's test set",
+                                          description=evaluate.DESCRIPTION))
     sub.add_parser("analyze", help="dynamics, gradient alignment, sweeps and plots (tritonep analyze -h)",
                    add_help=False)
     reproduce.add_arguments(sub.add_parser("reproduce", help="rerun the paper's tables, several seeds each",
@@ -40,4 +42,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             return reproduce.run_args(args, argv[argv.index("reproduce") + 1:])
         if args.command == "plot":
             return plot.run_args(args)
+        if args.command == "evaluate":
+            return evaluate.run_args(args)
         return train.run_args(args)

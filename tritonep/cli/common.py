@@ -6,6 +6,7 @@ import contextlib
 import sys
 import warnings
 
+from ..collapse import CollapseWarning
 from ..data import ENV_VAR, DataNotFoundError
 from ..train import RelaxationWarning
 
@@ -52,14 +53,14 @@ def fail(command: str, message) -> int:
 
 @contextlib.contextmanager
 def warning_lines(command: str):
-    """Within the block, a ``RelaxationWarning`` prints as the one line ``tritonep
+    """Within the block, a ``RelaxationWarning`` or ``CollapseWarning`` prints as the one line ``tritonep
     COMMAND: warning: MESSAGE`` on stderr (no file and line of library code); other
     warnings print as Python prints them."""
     with warnings.catch_warnings():  # restores showwarning afterwards
         show = warnings.showwarning
 
         def line(message, category, filename, lineno, file=None, text=None):
-            if issubclass(category, RelaxationWarning):
+            if issubclass(category, (RelaxationWarning, CollapseWarning)):
                 print(f"tritonep {command}: warning: {message}", file=sys.stderr)
             else:
                 show(message, category, filename, lineno, file, text)
