@@ -5,7 +5,7 @@
 - Layouts of the int32 tables the Python side builds (tritonep's Triton engine) and
   the kernels read: one constant per column and the row width ``*_FIELDS``, and one
   jit reader per table that loads a row's fields (``tile_row``, ``layer_row``,
-  ``term_row``, ``utile_row``, ``link_row``).
+  ``term_row`` and ``term_src_new``, ``utile_row``, ``link_row``).
 - Helpers: ``activate`` (rho), ``load_weights`` (fp32 or bf16 bits), ``dot``.
 
 Every code and column here is a plain int, defined once. A ``@triton.jit`` function
@@ -34,14 +34,17 @@ NUDGE_NONE, NUDGE_SOFTMAX, NUDGE_SOFTMAX_GIVEN, NUDGE_NEURON, NUDGE_NEURON_GIVEN
 # --------------------------------------------------------------------------- table layouts
 # Each line lists one int32 table's columns in order, then its row width (the number of
 # columns): row r of a table starts at ``table + r * WIDTH``.
-# relax tiles (n_tiles, 2): the output tile's state layer, its first unit
+# relax tiles (n_tiles, 2): the output tile's state layer, its first unit (all layers' tiles, or
+# under the alternating schedule one table per group of layers)
 TILE_LAYER, TILE_UNIT0, TILE_FIELDS = range(3)
 # layers (n_state + 1, 6; row 0 unused): frame column, units, first and end term (half-open
 # range into the terms table), bias offset in the packed biases (-1: none), has drive (0/1)
 LAYER_COL, LAYER_N, LAYER_TERM_BEGIN, LAYER_TERM_END, LAYER_BIAS, LAYER_HAS_DRIVE, LAYER_FIELDS = range(7)
-# terms (n_terms, 5), one incoming link of a layer: source frame column, source units,
-# offset of its matrix in the packed weights, strides over source and over dest units
-TERM_SRC_COL, TERM_N_SRC, TERM_W_OFF, TERM_STRIDE_SRC, TERM_STRIDE_DST, TERM_FIELDS = range(6)
+# terms (n_terms, 6), one incoming link of a layer: source frame column, source units,
+# offset of its matrix in the packed weights, strides over source and over dest units, and
+# whether the source is new (1: under the alternating schedule the source layer's group is
+# updated before the term's layer's, so the term reads the step's output frame; else 0)
+TERM_SRC_COL, TERM_N_SRC, TERM_W_OFF, TERM_STRIDE_SRC, TERM_STRIDE_DST, TERM_SRC_NEW, TERM_FIELDS = range(7)
 # update tiles (n_tiles, 3): link, first post unit, first pre unit
 UTILE_LINK, UTILE_POST0, UTILE_PRE0, UTILE_FIELDS = range(4)
 # links (n_links, 6), one trained link post <- pre: post frame column, post units, pre frame
@@ -54,8 +57,8 @@ _ACT_TANH, _ACT_HARD_SIGMOID = map(tl.constexpr, (ACT_TANH, ACT_HARD_SIGMOID))
 _TILE_LAYER, _TILE_UNIT0, _TILE_FIELDS = map(tl.constexpr, (TILE_LAYER, TILE_UNIT0, TILE_FIELDS))
 _LAYER_COL, _LAYER_N, _LAYER_TERM_BEGIN, _LAYER_TERM_END, _LAYER_BIAS, _LAYER_HAS_DRIVE, _LAYER_FIELDS = map(
     tl.constexpr, (LAYER_COL, LAYER_N, LAYER_TERM_BEGIN, LAYER_TERM_END, LAYER_BIAS, LAYER_HAS_DRIVE, LAYER_FIELDS))
-_TERM_SRC_COL, _TERM_N_SRC, _TERM_W_OFF, _TERM_STRIDE_SRC, _TERM_STRIDE_DST, _TERM_FIELDS = map(
-    tl.constexpr, (TERM_SRC_COL, TERM_N_SRC, TERM_W_OFF, TERM_STRIDE_SRC, TERM_STRIDE_DST, TERM_FIELDS))
+_TERM_SRC_COL, _TERM_N_SRC, _TERM_W_OFF, _TERM_STRIDE_SRC, _TERM_STRIDE_DST, _TERM_SRC_NEW, _TERM_FIELDS = map(
+    tl.constexpr, (TERM_SRC_COL, TERM_N_SRC, TERM_W_OFF, TERM_STRIDE_SRC, TERM_STRIDE_DST, TERM_SRC_NEW, TERM_FIELDS))
 _UTILE_LINK, _UTILE_POST0, _UTILE_PRE0, _UTILE_FIELDS = map(
     tl.constexpr, (UTILE_LINK, UTILE_POST0, UTILE_PRE0, UTILE_FIELDS))
 _LINK_POST_COL, _LINK_N_POST, _LINK_PRE_COL, _LINK_N_PRE, _LINK_GRAD, _LINK_BIAS_GRAD, _LINK_FIELDS = map(
@@ -82,6 +85,13 @@ def term_row(terms, t):
     row = terms + t * _TERM_FIELDS
     return (tl.load(row + _TERM_SRC_COL), tl.load(row + _TERM_N_SRC), tl.load(row + _TERM_W_OFF),
             tl.load(row + _TERM_STRIDE_SRC), tl.load(row + _TERM_STRIDE_DST))
+
+
+@triton.jit
+def term_src_new(terms, t):
+    """Term ``t``'s TERM_SRC_NEW (read apart from ``term_row``: only the alternating
+    schedule's kernels read it)."""
+    return tl.load(terms + t * _TERM_FIELDS + _TERM_SRC_NEW)
 
 
 @triton.jit

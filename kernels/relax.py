@@ -1,4 +1,5 @@
-"""Fused layerwise relaxation: one synchronous step of every state layer in ONE launch.
+"""Fused layerwise relaxation: one synchronous step of every state layer in ONE launch
+(or one group's half of an alternating step: see below).
 
 Mirrors ``tritonep.reference.step``. All state layers of a batch live side by side
 in one *frame*, a ``(B, N)`` fp32 tensor in which layer l owns the columns
@@ -19,10 +20,19 @@ layouts and the shared helpers: ``kernels.common``). Optionally
 each program also writes its tile's per-sample squared state change, which the
 convergence check sums.
 
+The alternating schedule (``Topology.update_order``: the odd layers, then the even
+layers from the odd layers' new states) launches the step kernel once per group of
+layers, each over that group's own tile table, all writing the same output frame;
+a term whose source's group came earlier in the step (a per-term flag of the term
+table) reads the output frame, every other term the input frame. The compile-time
+switch ``ALTERNATING`` adds that choice, a scalar per term, so the synchronous
+kernels compile as before, and both groups run one compiled kernel.
+
 The readout kernel (logits and error of the softmax output) shares the
 softmax-error code with the nudge of the step kernel. The persistent kernel runs
 a whole phase in one launch: each program loops over every step and every output
-tile for its rows of the batch.
+tile for its rows of the batch (alternating: the first group's tiles, a barrier,
+the second group's, from one table ordered by group).
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ from .common import (
     layer_row,
     load_weights,
     term_row,
+    term_src_new,
     tile_row,
 )
 from .launch import Space, launch, verified_triton
@@ -101,9 +112,16 @@ def _step_tile(
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, TRACK: tl.constexpr,
     W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALTERNATING: tl.constexpr = False,
 ):
     """New states of one (BLOCK_B, BLOCK_N) tile: rows of batch tile ``pid_b``,
-    units of output tile ``pid_t`` (whose layer the tile table names)."""
+    units of output tile ``pid_t`` (whose layer the tile table names).
+
+    ALTERNATING: the tile table holds one group of layers of the alternating schedule,
+    and a term whose source was updated by an earlier group of this step (TERM_SRC_NEW)
+    reads ``S_out``, the others ``S_in``; with SKIP_TERMS (``S_in`` is all zero and
+    unread) only the new sources count. The nudge reads the top layer's old state
+    (``S_in``) either way."""
     layer, n0 = tile_row(tiles, pid_t)
     col, n, t_begin, t_end, bias_off, has_drive = layer_row(layers, layer)
 
@@ -114,7 +132,21 @@ def _step_tile(
     m2 = mb[:, None] & mn[None, :]
 
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-    if SKIP_TERMS:  # the first free step starts from zero states: only drives count
+    if ALTERNATING:  # one group of layers: sources updated earlier in the step read S_out
+        for t in range(t_begin, t_end):
+            src_col, n_src, w_off, stride_k, stride_n = term_row(terms, t)
+            new_src = term_src_new(terms, t) != 0
+            if SKIP_TERMS:  # the first free step: the old states are zero, only the new ones count
+                if new_src:
+                    acc = _frame_times(acc, S_out, stride_s, src_col, n_src, rb, mb, W + w_off, stride_k, stride_n,
+                                       rn, mn, W_BF16, PRECISION, BLOCK_K)
+            else:  # pick the frame with a scalar, so the product is inlined once
+                s_src = S_in
+                if new_src:
+                    s_src = S_out
+                acc = _frame_times(acc, s_src, stride_s, src_col, n_src, rb, mb, W + w_off, stride_k, stride_n,
+                                   rn, mn, W_BF16, PRECISION, BLOCK_K)
+    elif SKIP_TERMS:  # the first free step starts from zero states: only drives count
         pass
     else:
         for t in range(t_begin, t_end):
@@ -169,21 +201,23 @@ def _relax_step_kernel(
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, SKIP_TERMS: tl.constexpr,
     TRACK: tl.constexpr, W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALTERNATING: tl.constexpr = False,
 ):
     _step_tile(S_in, S_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Delta,
                B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
                tl.program_id(0), tl.program_id(1), SKIP_TERMS,
-               ACT, NUDGE, HAS_BF, TRACK, W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+               ACT, NUDGE, HAS_BF, TRACK, W_BF16, PRECISION, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C, ALTERNATING)
 
 
 @triton.jit
 def _relax_persistent_kernel(
     S_start, S_a, S_b, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, Scratch,
     B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta, beta_growth,
-    steps, n_tiles,
+    steps, n_tiles, n_first,
     ACT: tl.constexpr, NUDGE: tl.constexpr, HAS_BF: tl.constexpr, FROM_ZERO: tl.constexpr,
     W_BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALTERNATING: tl.constexpr = False,
 ):
     """A whole phase in one launch: each program owns BLOCK_B samples and runs every
     step and every output tile for them. Samples are independent and the weights are
@@ -192,17 +226,25 @@ def _relax_persistent_kernel(
     else the frame step t-1 wrote, and writes S_a (even t) or S_b (odd t). Step t is
     nudged by ``beta + t * beta_growth`` (the ramp: ``beta_growth = beta``).
 
+    ALTERNATING: the tile table lists the first group's ``n_first`` tiles, then the
+    second group's, whose terms read the first group's new states from the step's
+    output frame (``_step_tile``); a barrier before the second group's first tile
+    orders those writes before these reads (``n_first`` is unused otherwise).
+
     The dynamic softmax nudge's error is computed once per step, before the tiles,
     into ``Scratch`` ((B, C), the program's own rows), which the tiles then read as a
     given error: recomputing it inside the tile loop made this kernel spill."""
     pid_b = tl.program_id(0)
     first = 0
-    if FROM_ZERO:  # step 0 from zero states reads no frame: its own (cheap, dot-free) body
+    if FROM_ZERO:  # step 0 from zero states reads no frame (alternating: only the step's new states)
         for i in range(n_tiles):  # Delta is never written (TRACK=False): S_a stands in
+            if ALTERNATING:
+                if i == n_first:
+                    tl.debug_barrier()
             _step_tile(S_start, S_a, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, S_a,
                        B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta,
                        pid_b, i, True, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                       BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+                       BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C, ALTERNATING)
         tl.debug_barrier()
         first = 1
     for t in range(first, steps):
@@ -217,7 +259,7 @@ def _relax_persistent_kernel(
         else:
             s_in = S_b
             s_out = S_a
-        if NUDGE == _NUDGE_SOFTMAX:
+        if NUDGE == _NUDGE_SOFTMAX:  # (from the old top state, before either group: as the reference)
             rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
             mb = rb < B
             rc = tl.arange(0, BLOCK_C)
@@ -227,16 +269,22 @@ def _relax_persistent_kernel(
             tl.store(Scratch + rb[:, None] * C + rc[None, :], err, mask=mb[:, None] & (rc < C)[None, :])
             tl.debug_barrier()
             for i in range(n_tiles):
+                if ALTERNATING:
+                    if i == n_first:
+                        tl.debug_barrier()
                 _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, Scratch, S_a,
                            B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, C, C, top, beta_t,
                            pid_b, i, False, ACT, _NUDGE_SOFTMAX_GIVEN, HAS_BF, False, W_BF16, PRECISION,
-                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C, ALTERNATING)
         else:
             for i in range(n_tiles):
+                if ALTERNATING:
+                    if i == n_first:
+                        tl.debug_barrier()
                 _step_tile(s_in, s_out, Drive, W, Bias, tiles, layers, terms, Y, Wf, Bf, Mf, E, S_a,
                            B, stride_s, stride_d, stride_y, stride_wf, stride_mfc, stride_mfn, stride_e, C, top, beta_t,
                            pid_b, i, False, ACT, NUDGE, HAS_BF, False, W_BF16, PRECISION,
-                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C)
+                           BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_C, ALTERNATING)
         tl.debug_barrier()
 
 
@@ -288,15 +336,17 @@ def _step_fits(c: dict, consts: dict) -> bool:
 
 
 STEP_SPACE = Space(configs=_tiles(t for ts in STEP_TILES.values() for t in ts),
-                   key=("B", "stride_s", "PRECISION", "NUDGE", "SKIP_TERMS", "TRACK"), fits=_step_fits)
+                   key=("B", "stride_s", "PRECISION", "NUDGE", "SKIP_TERMS", "TRACK", "ALTERNATING"), fits=_step_fits)
 READOUT_SPACE = Space(configs=_tiles(READOUT_TILES), key=("B", "n_top", "PRECISION"))
 
 
 def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, activation: str,
                nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0, target=None, W_f=None, b_f=None,
                M_f=None, error=None, delta=None, skip_terms: bool = False, precision: str = "ieee",
-               block_b: int = 32, block_n: int = 64, block_k: int = 32, num_warps: int = 4):
-    """One synchronous step of every state layer: ``s_out = step(s_in)``.
+               alternating: bool = False, block_b: int = 32, block_n: int = 64, block_k: int = 32,
+               num_warps: int = 4):
+    """One synchronous step of every state layer: ``s_out = step(s_in)``; or, with
+    ``alternating``, one group's part of an alternating step (see below).
 
     s_in, s_out: (B, N) fp32 frames with the same strides (distinct memory).
     drive: (B, n_1) fp32 input drive of layer 1 (bias included).
@@ -309,6 +359,13 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, act
     target (B, C), W_f (C, n_top), b_f (C,) or None, M_f (C, n_top) any strides,
     error (B, C) or (B, n_top) for the *_GIVEN codes.
     delta: (n_tiles, B) fp32 to receive per-tile squared state changes, or None.
+    skip_terms: ``s_in`` is all zero (the first free step) and is not read.
+    alternating: ``tiles`` holds the tiles of one group of layers of the alternating
+    schedule (``Plan.group_tiles``), and a term flagged TERM_SRC_NEW (its source is in
+    a group updated earlier in the step) reads ``s_out``, which the earlier groups'
+    launches wrote, instead of ``s_in``; one launch per group makes a step, all into
+    the same ``s_out``. The groups share one compiled kernel: the table says which
+    layers, the flags which frame.
     block_b, block_k, num_warps: the tiles off CUDA (CUDA autotunes over STEP_SPACE).
     """
     B = s_in.shape[0]
@@ -319,7 +376,7 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, act
             C, top, float(beta))
     consts = dict(ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, SKIP_TERMS=skip_terms,
                   TRACK=delta is not None, W_BF16=weights.dtype == _int16(), PRECISION=precision,
-                  BLOCK_N=block_n, BLOCK_C=_block_c(C))
+                  BLOCK_N=block_n, BLOCK_C=_block_c(C), ALTERNATING=bool(alternating))
     launch(_relax_step_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]), n_tiles), args, consts,
            dict(BLOCK_B=block_b, BLOCK_K=block_k, num_warps=num_warps), STEP_SPACE)
     return s_out
@@ -328,13 +385,16 @@ def relax_step(s_in, s_out, drive, weights, biases, tiles, layers, terms, *, act
 def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, steps: int, *,
                 activation: str, from_zero: bool = False, nudge: int = NUDGE_NONE, top: int = 0, beta: float = 0.0,
                 target=None, W_f=None, b_f=None, M_f=None, error=None, precision: str = "ieee",
-                beta_growth: float = 0.0, block_b: int = 32, block_n: int = 64, block_k: int = 32,
-                num_warps: int = 4):
-    """``steps`` synchronous steps in ONE launch (the persistent kernel): each program
-    runs every step for its ``block_b`` samples. Arguments as ``relax_step``; step t
+                beta_growth: float = 0.0, alternating: bool = False, n_first: int = 0, block_b: int = 32,
+                block_n: int = 64, block_k: int = 32, num_warps: int = 4):
+    """``steps`` steps in ONE launch (the persistent kernel): each program runs every
+    step for its ``block_b`` samples. Arguments as ``relax_step``; step t
     (0-based) is nudged by ``beta + t * beta_growth``;
     ``frames``: two (B, N) frames written alternately (step 0 into ``frames[0]``);
     ``s_start`` is read only (ignored when ``from_zero``). Returns the final frame.
+    alternating: the alternating schedule's steps: ``tiles`` lists every tile by group
+    (``Plan.phase_tiles``), the first group's ``n_first`` tiles first, which each
+    program runs before (a barrier) the second group's; else synchronous steps.
     Opt-in and not autotuned: no GPU run has shown it faster than ``relax_step``."""
     s_a, s_b = frames
     B = s_a.shape[0]
@@ -343,9 +403,10 @@ def relax_phase(s_start, frames, drive, weights, biases, tiles, layers, terms, s
     scratch = s_a.new_empty(B, C) if nudge == NUDGE_SOFTMAX else s_a
     args = (s_start if s_start is not None else s_b, s_a, s_b, drive, weights, biases if biases is not None else s_a,
             tiles, layers, terms, *nudge_ptrs, scratch, B, s_a.stride(0), drive.stride(0), *nudge_strides,
-            C, top, float(beta), float(beta_growth), steps, tiles.shape[0])
+            C, top, float(beta), float(beta_growth), steps, tiles.shape[0], n_first if alternating else 0)
     consts = dict(ACT=ACTIVATION_CODES[activation], NUDGE=nudge, HAS_BF=b_f is not None, FROM_ZERO=from_zero,
-                  W_BF16=weights.dtype == _int16(), PRECISION=precision, BLOCK_N=block_n, BLOCK_C=_block_c(C))
+                  W_BF16=weights.dtype == _int16(), PRECISION=precision, BLOCK_N=block_n, BLOCK_C=_block_c(C),
+                  ALTERNATING=bool(alternating))
     launch(_relax_persistent_kernel, lambda m: (triton.cdiv(B, m["BLOCK_B"]),), args, consts,
            dict(BLOCK_B=block_b, BLOCK_K=block_k, num_warps=num_warps))
     return s_a if (steps - 1) % 2 == 0 else s_b

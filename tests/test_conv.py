@@ -300,7 +300,7 @@ def test_conv_presets_carry_the_paper_settings():
     assert (pep["T"], pep["K"], pep["nudge"], pep["feedback"], pep["rule"], pep["output"], pep["batch_size"]) == (
         200, 10, 0.4, 1.0, "classic", "neuron", 20)
     c = presets.get("cifar10-conv")
-    assert (c["conv"], c["T"], c["K"], c["nudge"], c["lr"], c["weight_decay"], c["schedule"], c["lr_min"], c["clip"],
+    assert (c["conv"], c["T"], c["K"], c["nudge"], c["lr"], c["weight_decay"], c["lr_schedule"], c["lr_min"], c["clip"],
             c["epochs"], c["input_norm"], c["augment"]) == (
         "32c3p1-P2-64c3p1-P2-128c3p1-P2-FC10", 40, 10, 0.25, 2.5e-4, 2e-4, "cosine", 1e-6, 5.0, 50, "cifar10", False)
     for name in ("mnist-conv", "mnist-conv-bp", "mnist-conv-pep", "mnist-conv-adamw", "cifar10-conv",

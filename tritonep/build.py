@@ -58,8 +58,10 @@ def _build_conv(cfg: dict) -> ConvEPNet:
 
 
 def _variant(cfg: dict) -> dict:
-    """The nudge schedule and readout error of a config (older configs have neither)."""
-    return dict(nudge_schedule=cfg.get("nudge_schedule", "constant"), readout_error=cfg.get("readout_error", "free"))
+    """The nudge schedule, readout error and relaxation schedule of a config (older
+    configs have none of them)."""
+    return dict(nudge_schedule=cfg.get("nudge_schedule", "constant"), readout_error=cfg.get("readout_error", "free"),
+                schedule=cfg.get("schedule", "synchronous"))
 
 
 def build_optimizer(net: EPModule, cfg: dict) -> torch.optim.Optimizer:

@@ -54,20 +54,29 @@ class Case:
 PRECISIONS = ("ieee", "tf32", "bf16")
 
 
+ALTERNATING = (("schedule", "alternating"),)
+
+
 def _quick() -> list[Case]:
     """The headline net in every precision, with a convergence check and a frozen
-    error; P-EP; a residual deep net; the MNIST conv net; the persistent kernel."""
+    error; P-EP; a residual deep net; the MNIST conv net; the persistent kernel; the
+    alternating schedule's kernels (step, with a convergence check, persistent)."""
     cases = [Case("mnist-2hl", p) for p in PRECISIONS]
     cases += [Case("mnist-2hl", "ieee", (("tol", 1e-4), ("check_every", 1), ("error", "frozen")), ("ep_step", "relax")),
               Case("mnist-2hl", "tf32", (("rule", "classic"), ("nudging", "symmetric"))),
               Case("mnist-2hl-pep", "ieee"), Case("mnist-10hl-res", "tf32"), Case("mnist-conv", "ieee"),
               Case("mnist-2hl", "ieee", (("persistent", True),))]
+    cases += [Case("mnist-10hl-res", "tf32", ALTERNATING), Case("mnist-2hl", "bf16", ALTERNATING),
+              Case("mnist-2hl", "ieee", ALTERNATING + (("tol", 1e-4), ("check_every", 1)), ("ep_step", "relax")),
+              Case("mnist-2hl", "ieee", ALTERNATING + (("persistent", True),)),
+              Case("mnist-2hl", "ieee", ALTERNATING + (("persistent", True), ("error", "dynamic")))]
     return cases
 
 
 def _full() -> list[Case]:
     """Every EP preset in every precision, with and without a convergence check; the
-    other rules, nudgings and errors; the persistent kernel everywhere it applies."""
+    other rules, nudgings and errors; the persistent kernel everywhere it applies; the
+    dense nets' alternating schedule, per step (with a convergence check) and persistent."""
     cases = []
     for name in sorted(PRESETS):
         cfg = get(name)
@@ -81,6 +90,9 @@ def _full() -> list[Case]:
                                         ("nudging", "symmetric"))))
             if not cfg.get("conv"):
                 cases.append(Case(name, p, (("persistent", True),)))
+                cases.append(Case(name, p, ALTERNATING + (("tol", 1e-4), ("check_every", 1)), ("ep_step", "relax")))
+                cases.append(Case(name, p, ALTERNATING))
+                cases.append(Case(name, p, ALTERNATING + (("persistent", True),)))
     return cases
 
 
@@ -156,8 +168,8 @@ def spilled(rows: list[dict]) -> list[str]:
             for r in rows if not r["error"] and (r["local_bytes"] or r["stack_bytes"])]
 
 
-_SWITCHES = ("ACT", "NUDGE", "HAS_BF", "SKIP_TERMS", "TRACK", "FROM_ZERO", "W_BF16", "RULE", "ACCUMULATE", "P",
-             "HAS_G1", "HAS_G2", "WRITE_POOL")
+_SWITCHES = ("ACT", "NUDGE", "HAS_BF", "SKIP_TERMS", "TRACK", "FROM_ZERO", "ALTERNATING", "W_BF16", "RULE",
+             "ACCUMULATE", "P", "HAS_G1", "HAS_G2", "WRITE_POOL")
 
 
 def _short(r: dict) -> str:

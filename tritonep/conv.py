@@ -74,6 +74,7 @@ class ConvEPNet(EPModule):
             ``"cifar10"`` (the paper's code: std 3x the usual); None: none.
         cuda_graph: on CUDA with the Triton backend, replay each ``ep_step`` as one
             captured CUDA graph (as ``EPNet``; 3-4x faster than plain launches on an H200).
+        schedule: ``"synchronous"`` or ``"alternating"`` (odd layers, then even layers), as ``EPNet``.
         nudge_schedule, readout_error: as ``EPNet`` (the ramp of the authors' graph
             model, and the readout updated from the nudged phase's error).
     """
@@ -84,10 +85,11 @@ class ConvEPNet(EPModule):
                  T: int = 20, K: int = 10, rule: str = "fre", nudging: str = "positive", error: str = "dynamic",
                  normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
                  backend: str = "auto", cuda_graph: bool = True, nudge_schedule: str = "constant",
-                 readout_error: str = "free"):
+                 readout_error: str = "free", schedule: str = "synchronous"):
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,
-                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error)
+                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error,
+                         schedule=schedule)
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
         if shape is None or len(shape) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
                                                    for v in shape):

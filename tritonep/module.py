@@ -38,8 +38,8 @@ class EPModule(nn.Module):
     """Base of ``EPNet`` and ``ConvEPNet``; see those for the options.
 
     Attributes: ``options`` (the default ``StepOptions``; ``T``, ``K``, ``rule``,
-    ``nudging``, ``error``, ``normalize``, ``tol``, ``nudge_schedule`` and
-    ``readout_error`` read and set its fields),
+    ``nudging``, ``error``, ``normalize``, ``tol``, ``nudge_schedule``,
+    ``readout_error`` and ``schedule`` read and set its fields),
     ``nudge`` (beta_f), ``output``, ``activation``, ``backend``, ``check_every``,
     ``cuda_graph``, ``last_steps`` (``{"free": t, "nudged": [k, ...]}`` of the last
     call), ``last_residual`` (the last call's free-phase residual, see there) and
@@ -48,7 +48,8 @@ class EPModule(nn.Module):
 
     def __init__(self, *, output: str, activation: str, nudge: float, T: int, K: int, rule: str, nudging: str,
                  error: str, normalize: bool, backend: str, tol: Optional[float], check_every: int,
-                 cuda_graph: bool, nudge_schedule: str = "constant", readout_error: str = "free"):
+                 cuda_graph: bool, nudge_schedule: str = "constant", readout_error: str = "free",
+                 schedule: str = "synchronous"):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -56,7 +57,7 @@ class EPModule(nn.Module):
         self.activation = check_activation(activation)
         self.nudge = positive_float("nudge", nudge)
         self.options = StepOptions(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol,
-                                   nudge_schedule=nudge_schedule, readout_error=readout_error)
+                                   nudge_schedule=nudge_schedule, readout_error=readout_error, schedule=schedule)
         self._check_readout_error(self.options)
         self.backend = choice("backend", backend, BACKENDS)
         self.check_every = positive_int("check_every", check_every)
@@ -91,6 +92,7 @@ class EPModule(nn.Module):
     T, K, rule, nudging = _step_option("T"), _step_option("K"), _step_option("rule"), _step_option("nudging")
     error, normalize, tol = _step_option("error"), _step_option("normalize"), _step_option("tol")
     nudge_schedule, readout_error = _step_option("nudge_schedule"), _step_option("readout_error")
+    schedule = _step_option("schedule")
 
     def _check_readout_error(self, o: StepOptions) -> None:
         if o.readout_error == "nudged" and self.output != "softmax":
@@ -226,18 +228,19 @@ class EPModule(nn.Module):
         return self.reference_engine().drives(x)
 
     @torch.no_grad()
-    def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None) -> list[Tensor]:
+    def relax(self, x: Tensor, T: Optional[int] = None, *, tol: Optional[float] = None,
+              schedule: Optional[str] = None) -> list[Tensor]:
         """Free phase: T steps (default ``self.T``) from zero with the input clamped.
 
         Returns the states ``[x, s_1, ..., s_n]``, views of internal buffers that the
         next call may overwrite (clone to keep). tol: stop early on convergence
-        (default ``self.tol``).
+        (default ``self.tol``); schedule: the steps' update order (default ``self.schedule``).
         """
         x = self.check_input(x)
-        o = self.options.override(T=T, tol=tol)
+        o = self.options.override(T=T, tol=tol, schedule=schedule)
 
         def free(engine):
-            states, t = engine.free(x, o.T, o.tol)
+            states, t = engine.free(x, o.T, o.tol, o.schedule)
             return engine.views(states, x), t, engine.residual
 
         done = None
@@ -257,7 +260,7 @@ class EPModule(nn.Module):
     def ep_step(self, x: Tensor, y: Tensor, *, T: Optional[int] = None, K: Optional[int] = None,
                 rule: Optional[str] = None, nudging: Optional[str] = None, error: Optional[str] = None,
                 normalize: Optional[bool] = None, tol: Optional[float] = None, nudge_schedule: Optional[str] = None,
-                readout_error: Optional[str] = None) -> tuple[Tensor, Tensor]:
+                readout_error: Optional[str] = None, schedule: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """One EP step: free phase, nudged phase(s), local updates into ``.grad``.
 
         Like ``loss.backward()``, it accumulates into each trained parameter's
@@ -267,8 +270,10 @@ class EPModule(nn.Module):
 
         x: (B, ...) inputs (see the net's ``check_input``).
         y: (B,) integer labels in [0, C), or (B, C) target probabilities.
-        T, K, rule, nudging, error, normalize, tol, nudge_schedule, readout_error:
-        override the net's defaults for this call.
+        T, K, rule, nudging, error, normalize, tol, nudge_schedule, readout_error, schedule:
+        override the net's defaults for this call. schedule ``"alternating"`` updates
+        the odd layers, then the even layers from their new states, in every step of
+        both phases (about half the steps to settle a chain; ``Topology.update_order``).
         nudge_schedule ``"ramp"`` nudges the k-th nudged step (k = 1..K) by
         ``k * beta_f`` (with the error ``error`` chooses; with ``error="frozen"`` the
         paper authors' graph model); the rules, ``normalize`` and symmetric nudging
@@ -283,7 +288,7 @@ class EPModule(nn.Module):
         x = self.check_input(x)
         target = self.check_target(y, x.shape[0])
         o = self.options.override(T=T, K=K, rule=rule, nudging=nudging, error=error, normalize=normalize, tol=tol,
-                                  nudge_schedule=nudge_schedule, readout_error=readout_error)
+                                  nudge_schedule=nudge_schedule, readout_error=readout_error, schedule=schedule)
         self._check_readout_error(o)
         sign = draw_sign(o.nudging)
         done = None
@@ -337,13 +342,13 @@ class EPModule(nn.Module):
         (arguments validated; no host sync without ``tol``, so a CUDA graph can capture
         it). Returns (loss, logits, (free steps, [nudged steps, ...]))."""
         B = x.shape[0]
-        free, t_free = engine.free(x, o.T, o.tol)
+        free, t_free = engine.free(x, o.T, o.tol, o.schedule)
         out, error = engine.readout(free, target)
         loss = self.loss(out, target)
         steps: list[int] = []
 
         def nudged(beta: float, tag: str):
-            states, k = engine.nudged(free, target, error, beta, o.K, o.frozen, o.tol, tag, o.ramp)
+            states, k = engine.nudged(free, target, error, beta, o.K, o.frozen, o.tol, tag, o.ramp, o.schedule)
             steps.append(k)
             return states
 

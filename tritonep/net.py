@@ -82,7 +82,12 @@ class EPNet(EPModule):
             (Triton backend, without ``tol``).
         persistent: Triton backend: run each phase as ONE launch of the persistent
             kernel (each program runs every step for its samples) instead of one
-            launch per step. Experimental: checked in the interpreter, not yet on a GPU.
+            launch per step. Off by default: on an H200 it was 4-6x slower than
+            per-step launches replayed as a CUDA graph.
+        schedule: how a relaxation step updates the state layers: ``"synchronous"``
+            (default; every layer reads the previous step's states, as the paper) or
+            ``"alternating"`` (odd layers, then even layers from the odd layers' new
+            states: a chain settles in about half the steps; ``Topology.update_order``).
         tol: stop a phase early once every sample's state change over a step is
             below ``tol`` (checked every ``check_every`` steps); None runs T and K
             steps. ``net.last_steps`` reports the steps run.
@@ -96,11 +101,12 @@ class EPNet(EPModule):
                  output: str = "softmax", T: int = 10, K: int = 10, rule: str = "fre", nudging: str = "positive",
                  error: str = "dynamic", normalize: bool = False, tol: Optional[float] = None, check_every: int = 5,
                  backend: str = "auto", precision: str = "auto", cuda_graph: bool = True, persistent: bool = False,
-                 nudge_schedule: str = "constant", readout_error: str = "free"):
+                 nudge_schedule: str = "constant", readout_error: str = "free", schedule: str = "synchronous"):
         layers, widths = _stack(sizes, bias)
         super().__init__(output=output, activation=activation, nudge=nudge, T=T, K=K, rule=rule, nudging=nudging,
                          error=error, normalize=normalize, backend=backend, tol=tol, check_every=check_every,
-                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error)
+                         cuda_graph=cuda_graph, nudge_schedule=nudge_schedule, readout_error=readout_error,
+                         schedule=schedule)
         if feedback_weights not in FEEDBACK_WEIGHTS:
             raise ValueError(f"feedback_weights must be one of {FEEDBACK_WEIGHTS}, got {feedback_weights!r}")
         self.sizes = widths

@@ -26,6 +26,9 @@ NUDGE_SCHEDULES = ("constant", "ramp")
 # of the (positive) nudged phase (the authors' graph model)
 READOUT_ERRORS = ("free", "nudged")
 ACTIVATIONS = ("tanh", "hard_sigmoid", "pep_sigmoid")
+# how a relaxation step updates the state layers: all from the previous step's states, or the
+# odd layers then the even layers from the odd layers' new states (``Topology.update_order``)
+SCHEDULES = ("synchronous", "alternating")
 
 
 def kernel_precision(precision: str) -> str:
@@ -66,7 +69,8 @@ def choice(name: str, v, options) -> str:
 @dataclass(frozen=True)
 class StepOptions:
     """What one ``ep_step`` runs: phase lengths, rule, nudging, error mode, nudge
-    schedule, readout error, normalisation and the convergence tolerance. A net
+    schedule, readout error, normalisation, the convergence tolerance and the update
+    schedule of a relaxation step (``schedule``). A net
     holds its defaults as one of these; ``override`` applies (and validates) the
     per-call keywords."""
 
@@ -79,6 +83,7 @@ class StepOptions:
     tol: Optional[float] = None
     nudge_schedule: str = "constant"
     readout_error: str = "free"
+    schedule: str = "synchronous"
 
     def __post_init__(self):
         positive_int("T", self.T)
@@ -88,6 +93,7 @@ class StepOptions:
         choice("error", self.error, ERRORS)
         choice("nudge_schedule", self.nudge_schedule, NUDGE_SCHEDULES)
         choice("readout_error", self.readout_error, READOUT_ERRORS)
+        choice("schedule", self.schedule, SCHEDULES)
         object.__setattr__(self, "normalize", bool(self.normalize))
         object.__setattr__(self, "tol", optional_positive_float("tol", self.tol))
 

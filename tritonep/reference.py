@@ -5,8 +5,9 @@ path on CPU. Notation follows Liu & Chen (FRE-RNN, arXiv 2508.11659):
 
     s_l[t+1] = rho( drive_l + sum_{links c into l} scale_c * s_src(c)[t] @ M_c  (+ nudge on the top layer) )
 
-States are firing rates (post-activation), updated synchronously: every layer
-reads the previous step's states. ``drive_l`` (input drive ``x @ W0^T`` plus the
+States are firing rates (post-activation), updated synchronously (every layer
+reads the previous step's states) or alternating (odd layers, then even layers from
+the odd layers' new states: ``step``'s ``order``, ``Topology.update_order``). ``drive_l`` (input drive ``x @ W0^T`` plus the
 layer's bias) is computed once per batch. A ``term`` here is a triple
 ``(src, M, scale)`` with ``M`` already oriented so the contribution is
 ``scale * s[src] @ M`` (shape ``(B, n_src) @ (n_src, n_dst)``).
@@ -124,42 +125,53 @@ def readout(s_top: Tensor, W_f: Tensor, b_f: Optional[Tensor]) -> Tensor:
 
 # ----------------------------------------------------------------------------- dynamics
 def step(states: Sequence[Optional[Tensor]], drives: Sequence[Optional[Tensor]], terms: Sequence[Sequence[Term]],
-         act: str, *, nudge=None, out: Optional[Sequence[Tensor]] = None, skip_terms: bool = False) -> list:
-    """One synchronous step of every state layer.
+         act: str, *, nudge=None, out: Optional[Sequence[Tensor]] = None, skip_terms: bool = False,
+         order: Optional[Sequence[Sequence[int]]] = None) -> list:
+    """One step of every state layer: synchronous, or in groups (``order``).
 
     states: list indexed by layer, ``states[l]`` (B, n_l) for l = 1..n (index 0 unused).
     drives: ``drives[l]`` (B, n_l) or (n_l,) or None: input drive and bias of layer l.
     terms: ``terms[l]`` list of (src, M, scale) into layer l, M (n_src, n_l).
     nudge: a ``SoftmaxNudge``/``NeuronNudge`` for the top layer, or None (free phase).
     out: buffers ``out[l]`` (B, n_l), distinct from ``states``; None = out of place.
-    skip_terms: every state is zero (the first free step): only drives count.
+    skip_terms: every state is zero (the first free step): only drives count (in the
+        first group; a later group reads the earlier groups' new states).
+    order: groups of layers updated one after the other (``Topology.update_order``):
+        a group reads the new states of the groups before it and the old states of
+        the others (its own included); None: one group of every layer (synchronous).
     Returns the new states (``out`` when given), index 0 copied from ``states``.
     """
     n = len(terms) - 1
     new = [states[0]] + [None] * n
-    for l in range(1, n + 1):
-        buf = out[l] if out is not None else None
-        pre = drives[l]
-        for src, M, scale in ([] if skip_terms else terms[l]):
-            if buf is None:
-                pre = torch.mm(states[src], M) * scale if pre is None else torch.addmm(pre, states[src], M, alpha=scale)
-            elif pre is None:
-                pre = torch.mm(states[src], M, out=buf)
-                if scale != 1.0:
-                    pre.mul_(scale)
-            elif pre is buf:
-                pre.addmm_(states[src], M, alpha=scale)
-            else:
-                pre = torch.addmm(pre, states[src], M, alpha=scale, out=buf)
-        if pre is None:  # no drive, no term (only when skip_terms): pre-activation 0
-            pre = buf.zero_() if buf is not None else states[l].new_zeros(states[l].shape)
-        elif buf is not None and pre is not buf:  # drive alone
-            pre = buf.copy_(pre.expand_as(buf))
-        elif buf is None and pre.dim() == 1:
-            pre = pre.expand(states[l].shape[0], -1)
-        if nudge is not None and l == n:
-            pre = nudge.add_to(pre, states[n], inplace=buf is not None)
-        new[l] = activate(act, pre, out=buf)
+    view = list(states)  # what the next group reads: new states of the groups done, old ones of the rest
+    for g, group in enumerate(order if order is not None else [range(1, n + 1)]):
+        skip = skip_terms and g == 0
+        for l in group:
+            buf = out[l] if out is not None else None
+            pre = drives[l]
+            for src, M, scale in ([] if skip else terms[l]):
+                if buf is None:
+                    pre = torch.mm(view[src], M) * scale if pre is None else torch.addmm(pre, view[src], M,
+                                                                                         alpha=scale)
+                elif pre is None:
+                    pre = torch.mm(view[src], M, out=buf)
+                    if scale != 1.0:
+                        pre.mul_(scale)
+                elif pre is buf:
+                    pre.addmm_(view[src], M, alpha=scale)
+                else:
+                    pre = torch.addmm(pre, view[src], M, alpha=scale, out=buf)
+            if pre is None:  # no drive, no term (only when skip_terms): pre-activation 0
+                pre = buf.zero_() if buf is not None else states[l].new_zeros(states[l].shape)
+            elif buf is not None and pre is not buf:  # drive alone
+                pre = buf.copy_(pre.expand_as(buf))
+            elif buf is None and pre.dim() == 1:
+                pre = pre.expand(states[l].shape[0], -1)
+            if nudge is not None and l == n:
+                pre = nudge.add_to(pre, view[n], inplace=buf is not None)
+            new[l] = activate(act, pre, out=buf)
+        for l in group:
+            view[l] = new[l]
     return new
 
 
@@ -190,18 +202,20 @@ def relax_until(
     nudge=None,
     buffers: Optional[tuple[Sequence[Tensor], Sequence[Tensor]]] = None,
     from_zero: bool = False,
+    order: Optional[Sequence[Sequence[int]]] = None,
 ) -> tuple[list, int]:
-    """Run up to ``steps`` synchronous steps from ``states``: (final states, steps run).
+    """Run up to ``steps`` steps from ``states``: (final states, steps run).
 
     buffers: two lists of (B, n_l) tensors to ping-pong between (the fast path,
     under ``torch.no_grad``); ``states`` is never written. None = out of place
     (autograd can run through it). from_zero: ``states`` are all zero, so the first
-    step skips every product. tol, check_every: stop early (see ``iterate``).
+    step skips every product it can. order: the step's update order (``step``;
+    None: synchronous). tol, check_every: stop early (see ``iterate``).
     """
     def one(cur, t):
         out = buffers[t % 2] if buffers is not None else None
         return step(cur, drives, terms, act, nudge=nudge.at(t) if nudge is not None else None, out=out,
-                    skip_terms=from_zero and t == 0)
+                    skip_terms=from_zero and t == 0, order=order)
 
     return iterate(one, states, steps, tol=tol, check_every=check_every)
 

@@ -45,7 +45,7 @@ def row_config(row: Row, seed: int, opts: dict) -> dict:
 
 def _comparable(cfg: dict) -> dict:
     """A config as it reads back from JSON, without the keys that do not change results."""
-    c = json.loads(json.dumps(cfg))
+    c = presets.upgrade(json.loads(json.dumps(cfg)))
     for key in ("device", "backend"):
         c.pop(key, None)
     return c

@@ -16,9 +16,11 @@ the forward weight, which is ``(n_src, n_dst)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
+
+from .options import SCHEDULES, choice
 
 FEEDBACK_WEIGHTS = ("symmetric", "random")
 
@@ -84,6 +86,20 @@ class Topology:
             for k in self.links
             if k.weight.startswith("fixed.")
         }
+
+    def update_order(self, schedule: str) -> Optional[list[list[int]]]:
+        """The groups of state layers one relaxation step updates, one group after the
+        other: None for ``"synchronous"`` (every layer reads the previous step's
+        states); for ``"alternating"`` the odd layers, then the even layers, which read
+        the odd layers' new states (red-black Gauss-Seidel). On a chain, and with
+        residual links spanning an odd distance (every 3 layers), no link joins two
+        layers of one group; a link that does (an AGT link or residual link spanning an
+        even distance) reads its source as it was at the start of the half-step, as a
+        synchronous step would."""
+        if choice("schedule", schedule, SCHEDULES) == "synchronous" or self.n_state == 1:
+            return None
+        layers = range(1, self.n_state + 1)
+        return [[l for l in layers if l % 2 == 1], [l for l in layers if l % 2 == 0]]
 
     def feedback_gain(self, top_gain: float = 1.0) -> list[float]:
         """How strongly a nudge on the top layer reaches each state layer.

@@ -31,9 +31,11 @@ from . import checkpoint as ckpt_mod
 from . import collapse as collapse_mod
 from . import data as data_mod
 from . import distributed as dist_mod
+from . import presets
 from .baselines import feedforward
 from .build import ARCH_KEYS, DTYPES, INPUT_SHAPES, METHODS, OPTIMIZERS, build_net, build_optimizer
 from .module import EPModule
+from .options import SCHEDULES
 from .runinfo import device_name, resolve_device, versions
 
 # a batch's free phase has settled when its relative last-step residual is under this: the
@@ -49,7 +51,9 @@ class RelaxationWarning(UserWarning):
 
 
 def validate(cfg: dict) -> dict:
-    """Check a resolved config; returns it. Raises ValueError naming the bad key."""
+    """Check a resolved config (older spellings upgraded: ``presets.upgrade``); returns
+    it. Raises ValueError naming the bad key."""
+    presets.upgrade(cfg)
     if cfg["method"] not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {cfg['method']!r}")
     if cfg["dataset"] not in data_mod.DATASETS:
@@ -67,8 +71,10 @@ def validate(cfg: dict) -> dict:
         raise ValueError(f"residual_threshold must be a positive number, got {thr!r}")
     if cfg.get("conv") and cfg["method"] == "fa":
         raise ValueError("feedback alignment is not implemented for conv nets (method ep or bp)")
-    if cfg.get("schedule") not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {cfg['schedule']!r}")
+    if cfg.get("lr_schedule") not in (None, "cosine"):
+        raise ValueError(f"lr_schedule must be None or 'cosine', got {cfg['lr_schedule']!r}")
+    if cfg["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg['schedule']!r}")
     if cfg["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}")
     if cfg.get("dtype", "float32") not in DTYPES:
@@ -89,7 +95,7 @@ def count_correct(net: EPModule, x: torch.Tensor, y: torch.Tensor, method: str, 
 
 def lr_at(base: float, epoch: int, cfg: dict) -> float:
     """The learning rate of an epoch: constant, or cosine from ``base`` down to ``lr_min``."""
-    if cfg.get("schedule") != "cosine":
+    if cfg.get("lr_schedule") != "cosine":
         return base
     lo = float(cfg.get("lr_min", 0.0))
     return lo + (base - lo) * 0.5 * (1.0 + float(np.cos(np.pi * epoch / cfg["epochs"])))

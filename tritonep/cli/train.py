@@ -14,14 +14,14 @@ import os
 from .. import distributed as dist_mod
 from .. import presets
 from ..build import DTYPES, input_size
-from ..options import BACKENDS, ERRORS, NUDGE_SCHEDULES, NUDGINGS, PRECISIONS, READOUT_ERRORS, RULES
+from ..options import BACKENDS, ERRORS, NUDGE_SCHEDULES, NUDGINGS, PRECISIONS, READOUT_ERRORS, RULES, SCHEDULES
 from ..train import run
 from .common import USER_ERRORS, add_data_source, add_limits, fail, float_or_floats, widths
 
 # train options that override the preset's setting of the same name
 OVERRIDES = ("epochs", "batch_size", "hidden", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
              "normalize", "augment", "seed", "dtype", "device", "backend", "precision", "tol", "check_every",
-             "limit_train", "limit_test", "nudge_schedule", "readout_error", "residual_threshold")
+             "limit_train", "limit_test", "nudge_schedule", "readout_error", "residual_threshold", "schedule")
 
 
 def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -41,6 +41,9 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--nudging", choices=NUDGINGS)
     t.add_argument("--error", choices=ERRORS, help="recompute the output error every nudged step "
                    "(dynamic, Algorithm 1) or keep its free-phase value (frozen, the authors' code)")
+    t.add_argument("--schedule", choices=SCHEDULES,
+                   help="relaxation steps: synchronous (the paper) or alternating (odd layers, then even layers "
+                        "from their new states: about half the steps to settle)")
     t.add_argument("--nudge-schedule", choices=NUDGE_SCHEDULES, help="constant (Algorithm 1) or ramp: the k-th "
                    "nudged step nudged by k * beta (the authors' graph model, with --error frozen)")
     t.add_argument("--readout-error", choices=READOUT_ERRORS, help="update the readout from p at the free state "

@@ -129,62 +129,75 @@ class ConvReference(ReferenceEngine):
 
     # ---- dynamics
     def step(self, states: Sequence[Tensor], drives: Sequence[Optional[Tensor]], *, nudge=None,
-             skip_terms: bool = False) -> list[Tensor]:
-        """One synchronous step of every state layer. states: ``[x, s_1, ..., s_n]``;
-        drives: from ``drives``; nudge: from ``nudge`` or None (free phase);
-        skip_terms: every state is zero (the first step)."""
+             skip_terms: bool = False, order: Optional[Sequence[Sequence[int]]] = None) -> list[Tensor]:
+        """One step of every state layer. states: ``[x, s_1, ..., s_n]``; drives: from
+        ``drives``; nudge: from ``nudge`` or None (free phase); skip_terms: every state
+        is zero (the first step; in the first group only); order: groups updated one
+        after the other, each reading the earlier groups' new states
+        (``Topology.update_order``; None: synchronous)."""
         spec = self.spec
         n = spec.topology.n_state
+        view = list(states)  # new states of the groups done, old ones of the rest
         out = self.pooled_states(states)
-        new = [states[0]]
-        for l in range(1, n + 1):
-            pre = drives[l]
-            fb = None  # feedback at the pooled resolution of layer l
-            for k in ([] if skip_terms else self.incoming[l]):
-                if k.kind == "forward":
-                    term = self.link_forward(k.weight, out[k.src][0])
-                    pre = term * k.scale if pre is None else pre + k.scale * term
-                else:
-                    term = k.scale * self.link_transpose(k.weight, states[k.src])
-                    fb = term if fb is None else fb + term
-            if nudge is not None and l == n:
-                if spec.readout is None:  # the output neurons themselves: + beta (y - s_out)
-                    base = pre if pre is not None else states[l].new_zeros(states[l].shape)
-                    pre = nudge.add_to(base.expand_as(states[l]), states[l], inplace=False)
-                else:
-                    e = nudge.frozen_error if nudge.frozen_error is not None else nudge.error(out[l][0].flatten(1))
-                    term = (nudge.beta * (e @ nudge.M_f)).view(out[l][0].shape)
-                    fb = term if fb is None else fb + term
-            if fb is not None:
-                fb = unpool(fb, out[l][1], spec.pools[l], spec.maps[l])
-                pre = fb if pre is None else pre + fb
-            if pre is None:
-                pre = states[l].new_zeros(states[l].shape)
-            new.append(ref.activate(spec.activation, pre.expand_as(states[l])))
+        new = [states[0]] + [None] * n
+        groups = list(order) if order is not None else [range(1, n + 1)]
+        for g, group in enumerate(groups):
+            for l in group:
+                pre = drives[l]
+                fb = None  # feedback at the pooled resolution of layer l
+                for k in ([] if skip_terms and g == 0 else self.incoming[l]):
+                    if k.kind == "forward":
+                        term = self.link_forward(k.weight, out[k.src][0])
+                        pre = term * k.scale if pre is None else pre + k.scale * term
+                    else:
+                        term = k.scale * self.link_transpose(k.weight, view[k.src])
+                        fb = term if fb is None else fb + term
+                if nudge is not None and l == n:
+                    if spec.readout is None:  # the output neurons themselves: + beta (y - s_out)
+                        base = pre if pre is not None else states[l].new_zeros(states[l].shape)
+                        pre = nudge.add_to(base.expand_as(states[l]), view[l], inplace=False)
+                    else:
+                        e = nudge.frozen_error if nudge.frozen_error is not None else nudge.error(out[l][0].flatten(1))
+                        term = (nudge.beta * (e @ nudge.M_f)).view(out[l][0].shape)
+                        fb = term if fb is None else fb + term
+                if fb is not None:
+                    fb = unpool(fb, out[l][1], spec.pools[l], spec.maps[l])
+                    pre = fb if pre is None else pre + fb
+                if pre is None:
+                    pre = states[l].new_zeros(states[l].shape)
+                new[l] = ref.activate(spec.activation, pre.expand_as(states[l]))
+            if g < len(groups) - 1:  # what the next group reads
+                for l in group:
+                    view[l], out[l] = new[l], pool(new[l], spec.pools[l])
         return new
 
-    def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False):
-        """``steps`` steps (fewer on convergence under ``tol``): (final states, steps run).
-        ``before_last`` then holds the states the last step started from."""
+    def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False,
+            schedule: str = "synchronous"):
+        """``steps`` steps (fewer on convergence under ``tol``), synchronous or
+        alternating (``schedule``): (final states, steps run). ``before_last`` then holds
+        the states the last step started from."""
+        order = self.spec.topology.update_order(schedule)
+
         def one(cur, t):
             self.before_last = cur  # out of place: nothing overwrites it
             return self.step(cur, drives, nudge=nudge.at(t) if nudge is not None else None,
-                             skip_terms=from_zero and t == 0)
+                             skip_terms=from_zero and t == 0, order=order)
 
         return ref.iterate(one, states, steps, tol=tol, check_every=self.check_every)
 
     # ---- the phases of ep_step
-    def free(self, x: Tensor, T: int, tol: Optional[float] = None):
+    def free(self, x: Tensor, T: int, tol: Optional[float] = None, schedule: str = "synchronous"):
         """Free phase from zero: ([x, s_1, ..., s_n], steps run); sets ``residual``."""
         self.x, self.drive_list = x, self.drives(x)
-        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True)
+        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True, schedule=schedule)
         self.residual = relative_residual(states[1:], self.before_last[1:])
         return states, t
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str, ramp: bool = False):
-        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen, ramp), tol=tol)
+               tol: Optional[float], tag: str, ramp: bool = False, schedule: str = "synchronous"):
+        return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen, ramp), tol=tol,
+                        schedule=schedule)
 
     def update(self, rule: str, a, b, free, coefs: Sequence[float]) -> None:
         """Each trained link: fre ``coef * corr(O_src^0, s_dst^a - s_dst^b)``; classic

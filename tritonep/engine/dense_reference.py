@@ -86,19 +86,22 @@ class DenseReference(ReferenceEngine):
 
         return self.workspace(("dense", tag, x.shape[0], x.dtype, x.device), make)
 
-    def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False, buffers=None):
-        """``steps`` synchronous steps from ``states`` (fewer on convergence under
-        ``tol``): (final states, steps run). Out of place without ``buffers``, so
-        autograd can run through it (BPTT)."""
+    def run(self, states, drives, steps: int, *, nudge=None, tol=None, from_zero: bool = False, buffers=None,
+            schedule: str = "synchronous"):
+        """``steps`` steps from ``states`` (fewer on convergence under ``tol``), each
+        synchronous or alternating (``schedule``): (final states, steps run). Out of
+        place without ``buffers``, so autograd can run through it (BPTT)."""
         return ref.relax_until(states, drives, self.terms if self.terms is not None else self.make_terms(),
                                self.spec.activation, steps, tol=tol, check_every=self.check_every, nudge=nudge,
-                               buffers=buffers, from_zero=from_zero)
+                               buffers=buffers, from_zero=from_zero,
+                               order=self.spec.topology.update_order(schedule))
 
-    def free(self, x: Tensor, T: int, tol: Optional[float] = None):
+    def free(self, x: Tensor, T: int, tol: Optional[float] = None, schedule: str = "synchronous"):
         """Free phase from zero: ([x, s_1, ..., s_n], steps run); sets ``residual``."""
         self.x, self.drive_list, self.terms = x, self.drives(x), self.make_terms()
         buffers = self._buffers("free", x) or self._fresh_buffers(x)
-        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True, buffers=buffers)
+        states, t = self.run(self.zero_states(x), self.drive_list, T, tol=tol, from_zero=True, buffers=buffers,
+                             schedule=schedule)
         # step t-1 wrote buffers[(t-1) % 2]; the other still holds the step before (or zeros: t = 1)
         prev = buffers[t % 2][1:] if t >= 2 else [None] * (len(states) - 1)
         self.residual = relative_residual(states[1:], prev)
@@ -111,11 +114,11 @@ class DenseReference(ReferenceEngine):
 
 
     def nudged(self, free, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str, ramp: bool = False):
+               tol: Optional[float], tag: str, ramp: bool = False, schedule: str = "synchronous"):
         """A nudged phase of strength ``beta`` (``ramp``: ``k * beta`` at step k) from the
         free state: (states, steps run)."""
         return self.run(free, self.drive_list, K, nudge=self.nudge(free, target, beta, frozen, ramp), tol=tol,
-                        buffers=self._buffers(tag, self.x))
+                        buffers=self._buffers(tag, self.x), schedule=schedule)
 
     def update(self, rule: str, a, b, free, coefs: Sequence[float]) -> None:
         """Every trained link's contrastive update (and its layer's bias) into ``.grad``."""

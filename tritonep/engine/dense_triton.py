@@ -78,9 +78,14 @@ class Plan:
     Frame columns: state layer l at ``[col[l], col[l] + n_l)``. Tables (int32, columns
     named in ``tritonep.kernels.common``): relax tiles (layer, first unit); layers
     (col, n, first and end term, bias offset, has drive); terms (source col, n_src,
-    weight offset, strides over source and destination units); update tiles (link,
-    first post unit, first pre unit); links (post col, n_post, pre col (-1: input),
-    n_pre, grad offset, bias grad offset).
+    weight offset, strides over source and destination units, source new: whether the
+    alternating schedule updates the source's group before the layer's); update tiles
+    (link, first post unit, first pre unit); links (post col, n_post, pre col (-1:
+    input), n_pre, grad offset, bias grad offset). ``order``, ``group_tiles``,
+    ``phase_tiles`` and ``n_first``: the alternating schedule's groups of layers
+    (``Topology.update_order``), one relax tile table per group (the step kernel's),
+    all tiles by group (the persistent kernel's) and the first group's tile count
+    (None, None, None, 0 for a single state layer, which only steps synchronously).
     """
 
     def __init__(self, spec: DenseSpec, device: torch.device, blocks: Blocks):
@@ -95,6 +100,10 @@ class Plan:
         for k in topo.links:
             if k.src == 0 and (k.dst != 1 or k.weight != "layers.0"):
                 raise NotImplementedError("the Triton backend takes the input only through layers.0 into layer 1")
+
+        # the alternating schedule's groups of layers (None: one layer, always synchronous)
+        self.order = topo.update_order("alternating")
+        group = {l: g for g, layers in enumerate(self.order or [range(1, n + 1)]) for l in layers}
 
         # each term's matrix packed with its link scale folded in (so the step kernel sums every
         # link into one accumulator); a term picks its orientation by strides; one pack per
@@ -116,7 +125,8 @@ class Plan:
                 s_src, s_dst = (n_in, 1) if k.transpose else (1, n_in)
                 term_rows.append(_row(c.TERM_FIELDS, {c.TERM_SRC_COL: self.col[k.src], c.TERM_N_SRC: sizes[k.src],
                                                       c.TERM_W_OFF: w_off[pack], c.TERM_STRIDE_SRC: s_src,
-                                                      c.TERM_STRIDE_DST: s_dst}))
+                                                      c.TERM_STRIDE_DST: s_dst,
+                                                      c.TERM_SRC_NEW: group[k.src] < group[l]}))
             layer_rows.append(_row(c.LAYER_FIELDS, {c.LAYER_COL: self.col[l], c.LAYER_N: sizes[l],
                                                     c.LAYER_TERM_BEGIN: t_begin, c.LAYER_TERM_END: len(term_rows),
                                                     c.LAYER_BIAS: -1, c.LAYER_HAS_DRIVE: l == 1}))
@@ -128,8 +138,12 @@ class Plan:
                 layer_rows[l][c.LAYER_BIAS] = b_total
                 self.bias_layers.append(l)
                 b_total += b.numel()
-        tiles = [_row(c.TILE_FIELDS, {c.TILE_LAYER: l, c.TILE_UNIT0: n0})
-                 for l in range(1, n + 1) for n0 in range(0, sizes[l], blocks.relax_n)]
+
+        def layer_tiles(layers):
+            return [_row(c.TILE_FIELDS, {c.TILE_LAYER: l, c.TILE_UNIT0: n0})
+                    for l in layers for n0 in range(0, sizes[l], blocks.relax_n)]
+
+        tiles = layer_tiles(range(1, n + 1))
 
         # trained parameters, in the order of their slices of the flat gradient buffer
         params: list[Tensor] = []
@@ -162,6 +176,15 @@ class Plan:
         self.terms = table(term_rows, c.TERM_FIELDS)
         self.up_tiles, self.link_table = table(up_tiles, c.UTILE_FIELDS), table(link_rows, c.LINK_FIELDS)
         self.n_tiles = len(tiles)
+        # alternating: one tile table per group for the step kernel (separate tensors, so each
+        # is aligned as the table of every tile is: one compiled kernel serves both groups),
+        # and for the persistent kernel every tile by group, the first group's n_first first
+        self.group_tiles = self.phase_tiles = None
+        self.n_first = 0
+        if self.order is not None:
+            self.group_tiles = tuple(table(layer_tiles(g), c.TILE_FIELDS) for g in self.order)
+            self.phase_tiles = torch.cat(self.group_tiles)
+            self.n_first = self.group_tiles[0].shape[0]
         self.weights = torch.empty(max(total, 1), device=device)
         self.biases = torch.empty(max(b_total, 1), device=device)
         self._coefs: dict = {}
@@ -190,6 +213,23 @@ class Plan:
                                      torch.empty(batch, C, device=self.device),
                                      torch.empty(batch, C, device=self.device),
                                      torch.empty(batch, self.sizes[self.top], device=self.device))
+        return s
+
+    def group_delta(self, batch: int) -> tuple[Tensor, list[Tensor]]:
+        """The alternating schedule's per-tile squared state changes: (buffer, one
+        (n_tiles of the group, B) view per group). Each group's rows start 16-byte
+        aligned (as a fresh tensor's do, so the kernel is not specialized apart); the
+        rows between are zero and stay so, so ``buffer.sum(0)`` is every layer's change
+        over the step, per sample."""
+        key = ("group-delta", batch)
+        s = self._frames.get(key)
+        if s is None:
+            starts, rows = [], 0
+            for t in self.group_tiles:
+                starts.append(rows)
+                rows += -(-t.shape[0] // 4) * 4  # 4 rows of fp32 = 16 bytes for any batch
+            buf = torch.zeros(rows, batch, device=self.device)
+            s = self._frames[key] = (buf, [buf[a:a + t.shape[0]] for a, t in zip(starts, self.group_tiles)])
         return s
 
     def pack(self, spec: DenseSpec, precision: str) -> tuple[Tensor, Tensor]:
@@ -278,42 +318,59 @@ class DenseTriton:
         return self.plan.grads
 
     def _phase(self, tag: str, start: Optional[Tensor], steps: int, *, nudge: int = 0, beta: float = 0.0,
-               ramp: bool = False, tol: Optional[float] = None, **operands) -> tuple[Tensor, int]:
+               ramp: bool = False, tol: Optional[float] = None, schedule: str = "synchronous",
+               **operands) -> tuple[Tensor, int]:
         """Up to ``steps`` steps from the frame ``start`` (None: zero states): (frame,
         steps run). ``ramp``: step t (0-based) is nudged by ``(t + 1) * beta``, a kernel
-        argument like ``beta`` (no recompile)."""
+        argument like ``beta`` (no recompile). ``schedule``: ``"alternating"`` runs each
+        step as one launch per group of layers (``Plan.group_tiles``), into the same
+        output frame."""
         plan, bl, relax_k = self.plan, self.plan.blocks, self.relax_k
+        alternating = self.spec.topology.update_order(schedule) is not None  # validates the name too
         frames = plan.frames(tag, self.x.shape[0])
         common = dict(activation=self.spec.activation, nudge=nudge, top=plan.top, beta=beta,
                       precision=self.precision, block_n=bl.relax_n, **operands)
-        tables = (self.drive, self.w, self.b, plan.tiles, plan.layers, plan.terms)
+        if alternating:
+            common["alternating"] = True
         if self.persistent and tol is None:  # the whole phase in one launch
-            return relax_k.relax_phase(start, frames, *tables, steps, from_zero=start is None, block_b=bl.phase_b,
-                                       block_k=bl.phase_k, num_warps=bl.phase_warps,
-                                       beta_growth=beta if ramp else 0.0, **common), steps
+            tiles = plan.phase_tiles if alternating else plan.tiles
+            return relax_k.relax_phase(start, frames, self.drive, self.w, self.b, tiles, plan.layers, plan.terms,
+                                       steps, from_zero=start is None, block_b=bl.phase_b, block_k=bl.phase_k,
+                                       num_warps=bl.phase_warps, beta_growth=beta if ramp else 0.0,
+                                       n_first=plan.n_first, **common), steps
         common.update(block_b=bl.relax_b, block_k=bl.relax_k, num_warps=bl.num_warps)
+        # one launch per step (synchronous) or per group and step, each with its tile table
+        # and its rows of the squared changes; ``delta.sum(0)``: the whole step's, per sample
+        if alternating:
+            delta, deltas = plan.group_delta(self.x.shape[0])
+            launches = list(zip(plan.group_tiles, deltas))
+        else:
+            delta, launches = self.delta, [(plan.tiles, self.delta)]
         cur = start
         for t in range(steps):
             out = frames[t % 2]
             track = tol is not None and (t + 1) % self.check_every == 0
             if ramp:
                 common["beta"] = beta * (t + 1)
-            relax_k.relax_step(cur if cur is not None else out, out, *tables, delta=self.delta if track else None,
-                               skip_terms=cur is None, **common)
+            for tiles, rows in launches:
+                relax_k.relax_step(cur if cur is not None else out, out, self.drive, self.w, self.b, tiles,
+                                   plan.layers, plan.terms, delta=rows if track else None, skip_terms=cur is None,
+                                   **common)
             cur = out
-            if track and self.delta.sum(0).max().item() < tol * tol:  # one host sync per check
+            if track and delta.sum(0).max().item() < tol * tol:  # one host sync per check
                 return cur, t + 1
         return cur, steps
 
-    def free(self, x: Tensor, T: int, tol: Optional[float] = None):
-        """Free phase from zero: (frame (B, N), steps run)."""
+    def free(self, x: Tensor, T: int, tol: Optional[float] = None, schedule: str = "synchronous"):
+        """Free phase from zero: (frame (B, N), steps run); steps synchronous or
+        alternating (``schedule``)."""
         if self.w is None:  # a free phase alone (relax): nothing packed yet
             self.pack()
         self.x = x.contiguous()
         C = self.spec.readout[0].shape[0] if self.spec.readout is not None else self.plan.sizes[self.plan.top]
         self.delta, self.logits_buf, self.err_buf, self.neuron_err = self.plan.scratch(x.shape[0], C)
         self.drive = self.spec.input_drive(self.x)
-        frame, t = self._phase("free", None, T, tol=tol)
+        frame, t = self._phase("free", None, T, tol=tol, schedule=schedule)
         # both paths ping-pong (step i writes frames[i % 2]): the other frame holds the step
         # before the last (zeros: t = 1)
         prev = self.plan.frames("free", x.shape[0])[t % 2] if t >= 2 else None
@@ -339,19 +396,19 @@ class DenseTriton:
         return self.logits_buf.clone(), self.err_buf
 
     def nudged(self, free: Tensor, target: Tensor, error: Tensor, beta: float, K: int, frozen: bool,
-               tol: Optional[float], tag: str, ramp: bool = False):
+               tol: Optional[float], tag: str, ramp: bool = False, schedule: str = "synchronous"):
         """A nudged phase from the free frame: (frame, steps run). ``error`` is the free
         phase's (from ``readout``), used as it is when ``frozen``; ``ramp``: step k is
-        nudged by ``k * beta``."""
+        nudged by ``k * beta``; ``schedule`` as ``free``'s."""
         r = self.relax_k
         target = target.contiguous()
         if self.spec.readout is None:
             return self._phase(tag, free, K, nudge=r.NUDGE_NEURON_GIVEN if frozen else r.NUDGE_NEURON, beta=beta,
-                               ramp=ramp, tol=tol, target=target, error=error)
+                               ramp=ramp, tol=tol, schedule=schedule, target=target, error=error)
         W_f, b_f, M_f = self.spec.readout
         return self._phase(tag, free, K, nudge=r.NUDGE_SOFTMAX_GIVEN if frozen else r.NUDGE_SOFTMAX, beta=beta,
-                           ramp=ramp, tol=tol, target=target, W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(),
-                           M_f=M_f.detach(), error=error)
+                           ramp=ramp, tol=tol, schedule=schedule, target=target, W_f=W_f.detach(),
+                           b_f=None if b_f is None else b_f.detach(), M_f=M_f.detach(), error=error)
 
     def update(self, rule: str, a: Tensor, b: Tensor, free: Tensor, coefs: list[float]) -> None:
         """Every trained link's update (and bias) in one launch, into the grad buffer."""
