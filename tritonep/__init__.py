@@ -9,13 +9,13 @@ from .baselines import bp_gradients, bptt_gradients, feedforward
 from .conv import ConvEPNet
 from .layers import Conv, Dense
 from .net import EPNet
-from .sequential import EPSequential
+from .sequential import EPSequential, from_sequential
 from .topology import Link, Topology
 from .version import __version__
 
 
-__all__ = ["EPNet", "EPSequential", "Dense", "ConvEPNet", "Conv", "Link", "Topology", "bp_gradients", "bptt_gradients",
-           "feedforward", "data", "__version__"]
+__all__ = ["EPNet", "EPSequential", "from_sequential", "Dense", "ConvEPNet", "Conv", "Link", "Topology", "bp_gradients",
+           "bptt_gradients", "feedforward", "data", "__version__"]
 
 
 def __getattr__(name):  # tritonep.data on first use, without importing it at start-up

@@ -1,6 +1,7 @@
 """The layer types of an EP stack, and how user modules become them: ``Dense``,
 ``Conv``, conv architecture strings (``parse_arch``), and the conversion of
-``nn.Linear`` / ``nn.Conv2d`` / ``nn.MaxPool2d`` entries (their weights kept)."""
+``nn.Linear`` / ``nn.Conv2d`` / ``nn.MaxPool2d`` entries (their weights kept), with
+the reason when a conv or a pooling is one the conv engines cannot run."""
 from __future__ import annotations
 
 import re
@@ -66,19 +67,74 @@ class Conv(nn.Conv2d):
     @classmethod
     def from_conv2d(cls, layer: nn.Conv2d) -> "Conv":
         """A ``Conv`` (no pooling) holding a copy of a square, stride-1, zero-padded
-        ``nn.Conv2d``'s weights."""
-        ok = (layer.stride == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1
-              and layer.padding_mode == "zeros" and not isinstance(layer.padding, str)
-              and layer.kernel_size[0] == layer.kernel_size[1] and layer.padding[0] == layer.padding[1])
-        if not ok:
-            raise ValueError(f"ConvEPNet takes square stride-1 convolutions with symmetric zero padding, got {layer}")
-        c = cls(layer.in_channels, layer.out_channels, layer.kernel_size[0], padding=layer.padding[0], pool=1,
+        ``nn.Conv2d``'s weights (``padding="same"`` with an odd kernel, or ``"valid"``, too)."""
+        why = conv2d_refusal(layer)
+        if why is not None:
+            raise ValueError(f"ConvEPNet cannot take {layer}: {why}")
+        c = cls(layer.in_channels, layer.out_channels, layer.kernel_size[0], padding=conv2d_padding(layer), pool=1,
                 bias=layer.bias is not None)
         c.load_state_dict(layer.state_dict())
         return c
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", pool={self.pool}"
+
+
+def _pair(v) -> tuple:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d_padding(layer: nn.Conv2d) -> int:
+    """The zero padding on every side of a square stride-1 ``nn.Conv2d`` that
+    ``conv2d_refusal`` accepts (``"valid"``: 0; ``"same"``: (k - 1) / 2)."""
+    if layer.padding == "valid":
+        return 0
+    if layer.padding == "same":
+        return (layer.kernel_size[0] - 1) // 2
+    return layer.padding[0]
+
+
+def conv2d_refusal(layer: nn.Conv2d) -> Optional[str]:
+    """Why the conv engines cannot run this ``nn.Conv2d`` (None if they can): they
+    take square, stride-1, undilated, ungrouped convolutions with the same zero
+    padding on every side."""
+    k = layer.kernel_size
+    if layer.stride != (1, 1):
+        return (f"stride {layer.stride}: the conv engines run stride-1 convolutions only "
+                "(downsample with an nn.MaxPool2d(k) after the conv instead)")
+    if layer.dilation != (1, 1):
+        return f"dilation {layer.dilation}: the conv engines have no dilated convolutions"
+    if layer.groups != 1:
+        return f"groups={layer.groups}: the conv engines have no grouped convolutions"
+    if layer.padding_mode != "zeros":
+        return f"padding_mode={layer.padding_mode!r}: the conv engines pad with zeros only"
+    if k[0] != k[1]:
+        return f"kernel {k}: the conv engines take square kernels only"
+    if layer.padding == "same" and k[0] % 2 == 0:
+        # torch pads an even kernel's 'same' by one more on the right and bottom
+        return f"padding='same' with the even kernel {k}: that pads unevenly; the conv engines pad every side alike"
+    if not isinstance(layer.padding, str) and layer.padding[0] != layer.padding[1]:
+        return f"padding {layer.padding}: the conv engines pad every side alike"
+    return None
+
+
+def maxpool_refusal(layer: nn.MaxPool2d) -> Optional[str]:
+    """Why an EP conv layer cannot pool like this ``nn.MaxPool2d`` (None if it can):
+    EP pools square k x k windows with stride k, no padding, floor mode."""
+    k, stride = _pair(layer.kernel_size), _pair(layer.stride)
+    if k[0] != k[1]:
+        return f"kernel {k}: EP's max-pooling takes square windows only"
+    if stride != k:
+        return f"stride {layer.stride} != kernel {layer.kernel_size}: EP's max-pooling has stride = kernel"
+    if _pair(layer.padding) != (0, 0):
+        return f"padding {layer.padding}: EP's max-pooling has no padding"
+    if _pair(layer.dilation) != (1, 1):
+        return f"dilation {layer.dilation}: EP's max-pooling has no dilation"
+    if layer.ceil_mode:
+        return "ceil_mode=True: EP's max-pooling drops a partial window (floor mode)"
+    if layer.return_indices:
+        return "return_indices=True: the module returns (values, indices), not a map"
+    return None
 
 
 def as_dense(layer) -> Optional[Dense]:
@@ -89,7 +145,8 @@ def as_dense(layer) -> Optional[Dense]:
         return Dense.from_linear(layer)
     if isinstance(layer, int) and not isinstance(layer, bool):
         return None
-    raise TypeError(f"EPNet layers must be ints (widths), tritonep.Dense or nn.Linear, got {type(layer).__name__}")
+    raise TypeError(f"EPNet layers must be ints (widths), tritonep.Dense or nn.Linear, got {type(layer).__name__} "
+                    "(a stack with activation modules, nn.Flatten, ...: tritonep.from_sequential or EPSequential)")
 
 
 def as_conv_entry(layer):
@@ -100,13 +157,10 @@ def as_conv_entry(layer):
     if isinstance(layer, nn.Conv2d):
         return Conv.from_conv2d(layer)
     if isinstance(layer, nn.MaxPool2d):
-        k, s = layer.kernel_size, layer.stride
-        k = k if isinstance(k, int) else k[0]
-        s = s if isinstance(s, int) else s[0]
-        if layer.kernel_size not in (k, (k, k)) or s != k or layer.padding not in (0, (0, 0)) or layer.ceil_mode \
-                or layer.dilation not in (1, (1, 1)):
-            raise ValueError(f"ConvEPNet takes max-pooling with stride = kernel, no padding, floor mode; got {layer}")
-        return ("pool", k)
+        why = maxpool_refusal(layer)
+        if why is not None:
+            raise ValueError(f"ConvEPNet cannot take {layer}: {why}")
+        return ("pool", _pair(layer.kernel_size)[0])
     if isinstance(layer, nn.Linear):
         return Dense.from_linear(layer)
     if isinstance(layer, int) and not isinstance(layer, bool) and layer >= 1:
