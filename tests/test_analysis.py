@@ -323,3 +323,21 @@ def test_cli_norms_on_real_mnist(tmp_path, data_dir):
     data = json.loads((tmp_path / "norms.json").read_text())
     assert set(data["result"]) == {"with residual links (every 3)", "without residual links"}
     assert "mnist" in data["inputs"]
+
+
+def test_cli_batch_is_a_stratified_subset(tmp_path, mnist):
+    """--batch N draws the seeded class-stratified subset --limit-test draws: on a test
+    set stored by class (as the CIFAR-10 copy is) the first N would all be one class."""
+    from conftest import write_npz
+    from tritonep import data as data_mod
+
+    order = torch.argsort(mnist.y_test, stable=True)
+    by_class = data_mod.Dataset("mnist", mnist.x_train[:10], mnist.y_train[:10], mnist.x_test[order],
+                                mnist.y_test[order], "sorted by class")
+    d = write_npz(by_class, tmp_path / "data")
+    assert main(["alignment", "mnist-2hl", "--hidden", "8", "--T", "4", "--K", "2", "--batch", "50",
+                 "--data-dir", str(d), "--out", str(tmp_path)]) == 0
+    inputs = json.loads((tmp_path / "alignment.json").read_text())["inputs"]
+    counts = torch.bincount(by_class.y_test[data_mod.stratified_subset(by_class.y_test, 50, 0, "test")],
+                            minlength=10).tolist()
+    assert f"per class {counts}" in inputs and min(counts) >= 4, inputs

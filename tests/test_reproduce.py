@@ -183,3 +183,21 @@ def test_quick_reproduction_end_to_end(data_dir, tmp_path, capsys):
     assert list(alg1) == ["mnist-2hl-bp", "mnist-conv-bp", "mnist-5hl-alg1"]
     assert alg1["mnist-5hl-alg1"]["Our setting"] == "1/500-50/25"
     assert alg1["mnist-5hl-alg1"]["Paper test % (train)"] == table["mnist-5hl"]["Paper test % (train)"]
+
+
+def test_the_reproduction_figure_reads_at_fifteen_rows(tmp_path):
+    """A short title (the tables, or the count of rows) and every row named on the axis,
+    however many rows; the old title listed every preset and ran off the figure."""
+    from tritonep.analysis.curves import plot_reproduction, reproduction_title
+
+    keys = [r.key for r in paper.TABLES["table2"]][:15]
+    rows = [{"key": k, "dataset": paper.ROWS[k].dataset, "paper": {"test": paper.ROWS[k].paper.test,
+                                                                   "std": paper.ROWS[k].paper.std},
+             "best_test_acc": {"mean": paper.ROWS[k].paper.test - 0.5, "std": 0.1}} for k in keys]
+    png, svg = plot_reproduction({"targets": keys, "rows": rows}, tmp_path / "fig")
+    text = open(svg).read()
+    title = reproduction_title(keys, 15)
+    assert title == "Paper against ours: 15 rows" and reproduction_title(["table1", "table2"], 39) == \
+        "Paper against ours: table1 and table2"
+    assert all(k in text for k in keys)
+    assert "mnist-5hl mnist" not in text  # no title listing the presets

@@ -85,6 +85,14 @@ def plot_runs(runs: Sequence[dict], labels: Sequence[str], path, title: str = "L
     return save_figure(fig, path)
 
 
+def reproduction_title(targets, n_rows: int) -> str:
+    """A title that fits at any number of rows: the tables asked for (``table1``, ...),
+    else the count of rows (their names label the axis)."""
+    tables = [t for t in targets if t.startswith("table")]
+    what = " and ".join(tables) if tables and len(tables) == len(targets) else f"{n_rows} row{'s' * (n_rows != 1)}"
+    return f"Paper against ours: {what}"
+
+
 def plot_reproduction(summary: dict, path) -> list[str]:
     """The paper's test accuracy against ours per row of a ``reproduce`` summary: means
     as points, one standard deviation as bars (ours: best test accuracy over seeds).
@@ -105,7 +113,7 @@ def plot_reproduction(summary: dict, path) -> list[str]:
                           fmt="o", color=color, capsize=3, label="paper (test, 5 runs)" if name == "paper"
                           else "ours (best test, mean ± std over seeds)")
         bars.lines[0].set_gid(name)
-    a.set_yticks(ys, [f"{r['key']} ({r['dataset']})" for r in rows])
-    a.set(xlabel="test accuracy (%)", title="Paper against ours: " + " ".join(summary["targets"]))
+    a.set_yticks(ys, [f"{r['key']} ({r['dataset']})" for r in rows])  # the rows are named here, on the axis
+    a.set(xlabel="test accuracy (%)", title=reproduction_title(summary["targets"], len(rows)))
     a.legend(fontsize=8)
     return save_figure(fig, path)

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="weights, inputs and tangent vectors (default 0)")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     io = net.add_argument_group("inputs and outputs")
-    io.add_argument("--batch", type=int, default=64, help="samples analysed (default 64)")
+    io.add_argument("--batch", type=int, default=64,
+                    help="samples analysed (default 64): with --data-dir a seeded class-stratified subset of the "
+                         "test set, as --limit-test draws")
     io.add_argument("--data-dir", help="take the samples from the data set's test split here (never downloads); "
                     "default: uniform random inputs and labels")
     io.add_argument("--out", required=True, help="output directory for COMMAND.json (and .png/.svg)")
@@ -141,8 +143,14 @@ def _inputs(args, cfg: dict, net: EPNet):
         raise ValueError(f"--batch must be a positive int, got {args.batch}")
     if args.data_dir:
         ds = data.load(cfg["dataset"], args.data_dir, download=False)
-        x = data.to_float(ds.x_test[:args.batch], device=args.device)
-        return x, ds.y_test[:args.batch].to(args.device), f"{cfg['dataset']} test[:{args.batch}] ({ds.source})"
+        # the subset --limit-test draws: seeded, class-stratified (the first N of a test set
+        # stored by class would be one class)
+        rows = data.stratified_subset(ds.y_test, min(args.batch, ds.y_test.shape[0]), args.seed, "test")
+        x = data.to_float(ds.x_test[rows], device=args.device)
+        y = ds.y_test[rows]
+        counts = torch.bincount(y, minlength=int(ds.y_test.max()) + 1).tolist()
+        return x, y.to(args.device), (f"{cfg['dataset']} test, {rows.numel()} images class-stratified with seed "
+                                      f"{args.seed}, per class {counts} ({ds.source})")
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.rand(args.batch, net.sizes[0], generator=gen).to(args.device)
     y = torch.randint(0, net.num_classes, (args.batch,), generator=gen).to(args.device)
