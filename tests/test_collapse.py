@@ -104,3 +104,28 @@ def test_resuming_never_replaces_the_best_with_a_worse_epoch(mnist, tmp_path):
     assert res["epochs"][3]["test_acc"] < first["best_test_acc"]
     assert res["best_epoch"] == first["best_epoch"] and res["collapse"]["epoch"] == 3
     assert (tmp_path / "run.best.ckpt").read_bytes() == best_bytes
+
+
+def test_the_guard_skips_exactly_the_batches_that_did_not_settle(mnist):
+    """guard_residual: a batch whose free phase's residual is not under it gets no update
+    (weights untouched when no batch settles); under a loose bound the run is the run
+    without a guard, bit for bit."""
+    base = small_cfg(epochs=1, limit_train=300)
+    plain = train.run(base, dataset=mnist, progress=False)
+    loose = train.run({**base, "guard_residual": 1.0}, dataset=mnist, progress=False)
+    assert loose["epochs"][0]["guarded"] == 0 and "guarded" not in plain["epochs"][0]
+    for p, q in zip(plain["net"].parameters(), loose["net"].parameters()):
+        assert torch.equal(p, q)
+    # two layers, strong feedback, T=2: every batch far from settled, so nothing is learned
+    unsettled = {**base, "hidden": [32, 32], "feedback": 0.5, "T": 2}
+    with pytest.warns(train.RelaxationWarning):
+        strict = train.run({**unsettled, "guard_residual": 1e-3}, dataset=mnist, progress=False)
+    assert strict["epochs"][0]["guarded"] == 3  # 300 images, batches of 100
+    assert strict["epochs"][0]["residual_median"] > 1e-3
+    from tritonep.build import build_net
+    torch.manual_seed(base["seed"])
+    untouched = build_net(train.validate(dict(unsettled)))
+    for p, q in zip(untouched.parameters(), strict["net"].parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="guard_residual"):
+        train.validate({**base, "guard_residual": -1})

@@ -58,4 +58,5 @@ def message(c: dict, history: list, best_checkpoint: Optional[str], cfg: dict) -
     return (f"training collapsed in epoch {c['epoch']} ({run}): test accuracy {c['test_acc']:.2f} % after a best of "
             f"{c['best_test_acc']:.2f} % (epoch {c['best_epoch']}), training loss {c['train_loss']:.4g} after a "
             f"lowest of {c['min_train_loss']:.4g}" + (f"; largest free-phase residual per epoch: {trend}" if trend else "")
-            + f". {where}")
+            + f". {where}. `--guard-residual` (config guard_residual) skips the update of any batch whose free "
+              "phase has not settled")

@@ -55,6 +55,7 @@ BASE = dict(
     lr_schedule=None,             # None | "cosine" (per epoch, down to lr_min)
     lr_min=0.0,
     clip=None,                    # clip the global norm of .grad before each step
+    guard_residual=None,          # a batch whose free-phase residual is not under this gets no update
     device="auto",
     backend="auto",
     description="",

@@ -66,6 +66,9 @@ def validate(cfg: dict) -> dict:
         v = cfg.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{key} must be a positive int, got {v!r}")
+    g = cfg.get("guard_residual")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
+        raise ValueError(f"guard_residual must be None or a positive number, got {g!r}")
     thr = cfg.get("residual_threshold", RESIDUAL_THRESHOLD)
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
         raise ValueError(f"residual_threshold must be a positive number, got {thr!r}")
@@ -196,6 +199,7 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                                  "per_rank_batch": cfg["batch_size"] // world}
     start, warned = 0, False
     watch = collapse_mod.Watch()
+    guard = cfg.get("guard_residual")
     if ck is not None:
         try:
             net.load_state_dict(ck["model"])
@@ -220,7 +224,7 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
         t0 = time.perf_counter()
         # per-batch sums stay on the device: read back once per epoch (and when the bar refreshes)
         acc = torch.zeros(2, dtype=torch.float64, device=dev)  # loss sum, correct
-        seen, residuals, shown = 0, [], -float("inf")  # the bar shows the first batch at once
+        seen, residuals, shown, guarded = 0, [], -float("inf"), 0  # the bar shows the first batch at once
         steps = (batches.epoch(epoch) if dist is not None
                  else ((xb, yb, xb.shape[0]) for xb, yb in batches.epoch(epoch)))
         bar = tqdm(steps, total=len(batches), desc=f"epoch {epoch + 1}/{cfg['epochs']}",
@@ -243,6 +247,13 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
                 seen += b
             elif cfg["method"] == "ep":  # an empty shard moved nothing
                 residuals.append(torch.zeros((), device=dev))
+            if guard is not None and cfg["method"] == "ep":
+                r = float(residuals[-1])  # the guard's price: one host sync per batch
+                if dist is not None:  # every rank skips the same batches
+                    r = dist.all_max([r])[0]
+                if not r < guard:  # NaN too: a free phase that did not settle gives no gradient
+                    guarded += 1
+                    continue
             if reduce_grads is not None:
                 reduce_grads(b / b_global)  # this shard's mean, weighted by its share of the global batch
             if cfg.get("clip"):
@@ -277,7 +288,8 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             ckpt_mod.set_rng_state(dist.broadcast_object(ckpt_mod.rng_state()))
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
                "test_acc": test_acc, "seconds": seconds,
-               **residual_stats(residuals, result["residual_threshold"])}
+               **residual_stats(residuals, result["residual_threshold"]),
+               **({"guarded": guarded} if guard is not None else {})}
         if on_epoch is not None:
             on_epoch(rec, net, opt)
         result["epochs"].append(rec)
@@ -286,7 +298,8 @@ def run(cfg: dict, *, out: Optional[os.PathLike] = None, checkpoint: Optional[os
             settle = (f"  residual {rec['residual_median']:.1e} ({100 * rec['settled_fraction']:.0f}% settled)"
                       if residuals else "")
             tqdm.write(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f}  train {rec['train_acc']:.2f}%  "
-                       f"test {test_acc:.2f}%{settle}  ({seconds:.1f} s)" + ("  COLLAPSED" if collapsed else ""),
+                       f"test {test_acc:.2f}%{settle}  ({seconds:.1f} s)"
+                       + (f"  guarded {guarded} batches" if guarded else "") + ("  COLLAPSED" if collapsed else ""),
                        file=sys.stderr)
         if collapsed and main_rank:
             result["collapse"] = collapsed

@@ -21,7 +21,7 @@ from .common import USER_ERRORS, add_data_source, add_limits, fail, float_or_flo
 # train options that override the preset's setting of the same name
 OVERRIDES = ("epochs", "batch_size", "hidden", "lr", "T", "K", "feedback", "nudge", "rule", "nudging", "error",
              "normalize", "augment", "seed", "dtype", "device", "backend", "precision", "tol", "check_every",
-             "limit_train", "limit_test", "nudge_schedule", "readout_error", "residual_threshold", "schedule")
+             "limit_train", "limit_test", "nudge_schedule", "readout_error", "residual_threshold", "schedule", "guard_residual")
 
 
 def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -60,6 +60,9 @@ def add_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--check-every", type=int, metavar="N", help="steps between convergence checks (default 5)")
     t.add_argument("--residual-threshold", type=float, metavar="R",
                    help="a batch's free phase counts as settled below this relative residual (default 1e-2)")
+    t.add_argument("--guard-residual", type=float, metavar="R",
+                   help="the collapse guard: a batch whose free phase's relative residual is not under R gets no "
+                        "update (costs one host sync per batch; e.g. 1e-5)")
     add_data_source(t)
     add_limits(t)
     t.add_argument("--out", help="results JSON (written after every epoch)")
