@@ -1,7 +1,7 @@
 """What precedes a deep net's collapse: one training run with per-epoch diagnostics.
 
     python bench/collapse.py [--preset mnist-20hl-res] [--seed 0] [--out bench/results/collapse/RUN.json]
-                             [--data-dir ../shared/data] [--resume] [--guard ...]
+                             [--data-dir ../shared/data] [--resume] [--guard R]
 
 Trains a preset as ``tritonep reproduce`` does (the paper's variant, its full budget)
 through ``train.run`` and adds to each epoch's record (``diag``):
@@ -126,9 +126,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    ap.add_argument("--guard", type=float, default=None, help="guard_residual: skip the update of unsettled batches")
     args = ap.parse_args(argv)
     row = ROWS[args.preset]
     cfg = row_config(row, args.seed, {"epochs": args.epochs, "limit_train": args.limit_train})
+    cfg["guard_residual"] = args.guard
     out = Path(args.out or REPO / "bench" / "results" / "collapse" / f"{args.preset}-seed{args.seed}.json")
     ckpt = out.with_suffix(".ckpt")
     ds = data.load(cfg["dataset"], args.data_dir, download=False)
