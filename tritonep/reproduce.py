@@ -106,7 +106,28 @@ def summarise_row(row: Row, runs: list[dict], opts: dict) -> dict:
 
 
 COLUMNS = ("Row", "Paper setting", "Paper test % (train)", "Our setting", "Ours best test %", "Ours final test %",
-           "Seeds", "Train / test images", "Time per run (s)", "Paper time", "Device", "Notes")
+           "EP - BP: ours / paper", "Seeds", "Train / test images", "Time per run (s)", "Paper time", "Device",
+           "Notes")
+
+
+def gap_to_bp(r: dict, by_key: dict) -> Optional[dict]:
+    """An EP row's best test accuracy minus its BP twin's (``KEY-bp``, same table),
+    ours and the paper's: ``{"ours", "paper"}`` (a value None where a side is missing),
+    or None without a twin in ``by_key``. On a data set copy that differs from the
+    paper's (the lossy CIFAR-10), this gap is what compares."""
+    bp = by_key.get(f"{r['key']}-bp")
+    if bp is None or r["key"].endswith("-bp"):
+        return None
+    ours = (r["best_test_acc"]["mean"] - bp["best_test_acc"]["mean"]
+            if r["best_test_acc"]["mean"] is not None and bp["best_test_acc"]["mean"] is not None else None)
+    paper = (r["paper"]["test"] - bp["paper"]["test"] if r.get("paper") and bp.get("paper") else None)
+    return {"ours": ours, "paper": paper}
+
+
+def fmt_gap(g: Optional[dict]) -> str:
+    if g is None:
+        return ""
+    return " / ".join("—" if v is None else f"{v:+.2f}" for v in (g["ours"], g["paper"]))
 
 
 def markdown(summary: dict) -> str:
@@ -127,6 +148,7 @@ def markdown(summary: dict) -> str:
                      f"{o['limit_train'] or 'all'}, test images {o['limit_test'] or 'all'}"
                      f"{' (--quick smoke test)' if o['quick'] else ''}; accuracies are not comparable to the paper's.")
     order = {"table1": 0, "table2": 1, "-": 2}
+    by_key = {r["key"]: r for r in summary["rows"]}
     for table in sorted(dict.fromkeys(r["table"] for r in summary["rows"]), key=order.get):
         title = {"table1": "Table 1 (MNIST)", "table2": "Table 2", "-": "Other presets"}[table]
         lines += ["", f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -141,6 +163,7 @@ def markdown(summary: dict) -> str:
                      paper_cell(None if p is None else Paper(**p)),
                      r["setting"] or "—",
                      fmt_pm(r["best_test_acc"]), fmt_pm(r["final_test_acc"]),
+                     fmt_gap(gap_to_bp(r, by_key)),
                      str(len(runs)) if r["preset"] else "—",
                      ", ".join(sorted({f"{x['train_size']} / {x['test_size']}" for x in runs})) or "—",
                      fmt_pm(r["train_seconds"], 1),
@@ -236,6 +259,9 @@ def reproduce(targets: list[str], opts: dict, out_dir: Path, *, name: Optional[s
             acc = f"best {entry['best_test_acc']:.2f}%" if "best_test_acc" in entry else entry["status"]
             log(f"[{k}/{todo}] {row.key} seed {seed}: {acc} ({entry['status']}, {time.perf_counter() - t0:.1f} s)")
         summaries.append(summarise_row(row, runs, opts))
+    by_key = {r["key"]: r for r in summaries}
+    for r in summaries:
+        r["gap_to_bp"] = gap_to_bp(r, by_key)
     name = name or "+".join(targets)
     summary = {"targets": targets, "command": command, "options": opts,
                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
