@@ -127,16 +127,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     ap.add_argument("--guard", type=float, default=None, help="guard_residual: skip the update of unsettled batches")
+    ap.add_argument("--start", default=None, help="continue from this checkpoint (e.g. RUN.e14.ckpt kept by a run)")
+    ap.add_argument("--clip", type=float, default=None, help="clip the global norm of .grad (the config's clip)")
+    ap.add_argument("--lr", type=float, default=None, help="another learning rate")
     args = ap.parse_args(argv)
     row = ROWS[args.preset]
     cfg = row_config(row, args.seed, {"epochs": args.epochs, "limit_train": args.limit_train})
     cfg["guard_residual"] = args.guard
+    if args.clip is not None:
+        cfg["clip"] = args.clip
+    if args.lr is not None:
+        cfg["lr"] = args.lr
     out = Path(args.out or REPO / "bench" / "results" / "collapse" / f"{args.preset}-seed{args.seed}.json")
     ckpt = out.with_suffix(".ckpt")
     ds = data.load(cfg["dataset"], args.data_dir, download=False)
     x, y = probe(ds)
-    train.run(cfg, out=out, checkpoint=ckpt, resume=ckpt if args.resume and ckpt.is_file() else None, dataset=ds,
-              progress=False, on_epoch=Diagnostics(x, y, ckpt))
+    resume = args.start or (ckpt if args.resume and ckpt.is_file() else None)
+    train.run(cfg, out=out, checkpoint=ckpt, resume=resume, dataset=ds, progress=False, on_epoch=Diagnostics(x, y, ckpt))
     return 0
 
 

@@ -58,7 +58,8 @@ def data_cache() -> Path:
 
 
 def missing(what: str, fix: str):
-    msg = f"real {what} not found in $TRITONEP_DATA, {SHARED} or the cache ({data_cache()}): {fix} (see docs/development.md)"
+    msg = (f"real {what} not found in $TRITONEP_DATA, {SHARED} or the cache ({data_cache()}): {fix} "
+           "(see docs/development.md)")
     if os.environ.get("TRITONEP_REQUIRE_DATA") == "1":
         pytest.fail(msg)
     pytest.skip(msg)
