@@ -198,7 +198,8 @@ def commands(args, data: str | None, out: Path) -> dict:
               else ["--benchmark-min-rounds=5", "--benchmark-max-time=0.25"])
     no_data = "MNIST not found: pass --data-dir or set TRITONEP_DATA"
     cifar = data is not None and (Path(data) / "cifar10_jpeg_lossy.npz").is_file()
-    kernel_tests = pytest + ["-x", "tests/test_dense_triton.py"] + (["-k", "backends_agree and chain"] if dry else [])
+    kernel_tests = pytest + ["-x", "tests/test_dense_triton.py", "tests/test_schedule_triton.py", "tests/test_host_sync.py"] \
+        + (["-k", "backends_agree and chain"] if dry else [])
     cmds = {
         "smoke": [py, "bench/gpu_smoke.py", "smoke", "--out", str(out / "smoke.json")],
         "headline": pytest + ["bench/test_bench_kernels.py", "-k", HEADLINE.format(K="K10"),

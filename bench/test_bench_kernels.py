@@ -29,6 +29,8 @@ from tritonep.baselines import feedforward
 NETS = {  # name: (sizes, options, batch, T, K)
     "2hl-512-K10": ([784, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 10, 10),
     "2hl-512-K5": ([784, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 10, 5),
+    # alternating updates (odd layers, then even layers) at about half the steps
+    "2hl-512-alt-T5K3": ([784, 512, 512, 10], dict(feedback=0.01, nudge=0.1, schedule="alternating"), 500, 5, 3),
     "3hl-512": ([784, 512, 512, 512, 10], dict(feedback=0.01, nudge=0.1), 500, 18, 10),
     "10hl-64-res": ([784] + [64] * 10 + [10], dict(feedback=0.1, nudge=0.1, residual=3), 500, 100, 50),
 }
