@@ -72,6 +72,27 @@ def batch(net, n=B, seed=0):
     return x.to(DEVICE), y.to(DEVICE)
 
 
+def nudge_case(net, plan, relax_k, target, other, nudge: str, beta: float = -0.7):
+    """(reference nudge, the relax kernel's nudge keywords) for a ``"dynamic"`` or
+    ``"frozen"`` nudge of strength ``beta``, its frozen error taken at the states
+    ``other``; (None, {}) for any other ``nudge``."""
+    if nudge not in ("dynamic", "frozen"):
+        return None, {}
+    frozen, kw = nudge == "frozen", {}
+    if net.output == "softmax":
+        W_f, b_f, M_f = net.readout_matrices()
+        nudge_ref = ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, other[-1])
+        code = relax_k.NUDGE_SOFTMAX_GIVEN if frozen else relax_k.NUDGE_SOFTMAX
+        kw = dict(W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(), M_f=M_f.detach())
+        err = nudge_ref.frozen_error if frozen else None
+    else:
+        nudge_ref = ref.NeuronNudge(target, beta, frozen, other[-1])
+        code = relax_k.NUDGE_NEURON_GIVEN if frozen else relax_k.NUDGE_NEURON
+        err = nudge_ref.frozen_error
+    kw.update(nudge=code, beta=beta, target=target, error=err, top=plan.top)
+    return nudge_ref, kw
+
+
 SMALL = Blocks(relax_b=16, relax_n=32, relax_k=16, update_m=16, update_n=32, update_b=16)
 
 
@@ -112,21 +133,7 @@ def test_relax_step_matches_reference(name, nudge):
     plan = small_plan(net)
     w, b = plan.pack(net.spec(), "ieee")
     states, other = random_states(plan, net, x), random_states(plan, net, x)
-    beta = -0.7
-    kw, nudge_ref = {}, None
-    if nudge != "none":
-        frozen = nudge == "frozen"
-        if net.output == "softmax":
-            W_f, b_f, M_f = net.readout_matrices()
-            nudge_ref = ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, other[-1])
-            code = relax_k.NUDGE_SOFTMAX_GIVEN if frozen else relax_k.NUDGE_SOFTMAX
-            kw = dict(W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(), M_f=M_f.detach())
-            err = nudge_ref.frozen_error if frozen else None
-        else:
-            nudge_ref = ref.NeuronNudge(target, beta, frozen, other[-1])
-            code = relax_k.NUDGE_NEURON_GIVEN if frozen else relax_k.NUDGE_NEURON
-            err = nudge_ref.frozen_error
-        kw.update(nudge=code, beta=beta, target=target, error=err, top=plan.top)
+    nudge_ref, kw = nudge_case(net, plan, relax_k, target, other, nudge)
     with torch.no_grad():
         want = ref.step(states, net.drives(x), net.terms(), net.activation, nudge=nudge_ref)
     s_in = to_frame(plan, states)

@@ -17,6 +17,7 @@ from tritonep.engine.dense_triton import Blocks, Plan, default_blocks, plan_key
 from tritonep.options import kernel_precision
 
 from test_cuda_graph import fake_cuda  # noqa: F401  (the fixture)
+from test_dense_triton import nudge_case
 from test_host_sync import on_device, reads  # noqa: F401  (the fixtures)
 from tf32 import no_torch_tf32
 
@@ -157,20 +158,7 @@ def test_alternating_step_matches_reference(name, nudge):
         return [x] + [torch.empty(B, n, device=DEVICE).uniform_(lo, 1.0) for n in net.topology.sizes[1:]]
 
     cur, other = states(), states()
-    beta, kw, nudge_ref = -0.7, {}, None
-    if nudge in ("dynamic", "frozen"):
-        frozen = nudge == "frozen"
-        if net.output == "softmax":
-            W_f, b_f, M_f = net.readout_matrices()
-            nudge_ref = ref.SoftmaxNudge(W_f, b_f, M_f, target, beta, frozen, other[-1])
-            code = relax_k.NUDGE_SOFTMAX_GIVEN if frozen else relax_k.NUDGE_SOFTMAX
-            kw = dict(W_f=W_f.detach(), b_f=None if b_f is None else b_f.detach(), M_f=M_f.detach())
-            err = nudge_ref.frozen_error if frozen else None
-        else:
-            nudge_ref = ref.NeuronNudge(target, beta, frozen, other[-1])
-            code = relax_k.NUDGE_NEURON_GIVEN if frozen else relax_k.NUDGE_NEURON
-            err = nudge_ref.frozen_error
-        kw.update(nudge=code, beta=beta, target=target, error=err, top=plan.top)
+    nudge_ref, kw = nudge_case(net, plan, relax_k, target, other, nudge)
     skip = nudge == "from-zero"
     if skip:
         cur = [x] + [torch.zeros_like(s) for s in cur[1:]]
