@@ -12,7 +12,8 @@ stderr together, unbuffered) streamed to ``NAME.log`` as it runs:
    torch eager, triton, triton with CUDA graph, at ieee and tf32;
 3. ``epoch``: ``bench/epoch.py`` (EP and BP epochs);
 4. ``train``: ``tritonep train mnist-2hl`` for 50 epochs on the Triton backend;
-   ``headline_k5``: the headline cases at K=5;
+   ``headline_k5``: the headline cases at K=5; ``train_fast``: ``mnist-2hl-alt`` (alternating
+   updates at T=5, K=3) at tf32 for 50 epochs;
 5. ``kernel_stats``: registers and spills of every kernel compiled (``bench/gpu_smoke.py stats``);
 6. ``kernel_tests_fixed`` (autotuning off) then ``kernel_tests`` (on), with ``-x``;
 7. the rest: the other benchmarks (persistent kernel, scaling, cuBLAS, updates),
@@ -136,6 +137,7 @@ def summarize(out: Path, info: dict, steps: dict) -> dict:
         "mnist_2hl_50ep_seconds": train.get("train_seconds") if train else None,
         "mnist_2hl_wall_seconds": steps.get("train", {}).get("seconds"),
         "mnist_2hl_epochs": len(train["epochs"]) if train else None,
+        "mnist_2hl_alt_tf32": _run_summary(out / "mnist-2hl-alt.json"),
         "best_test_acc": train.get("best_test_acc") if train else None,
         "steps": steps,
         "benchmarks": rows,
@@ -181,7 +183,8 @@ def markdown(summary: dict) -> str:
 
 
 # (name, time limit in seconds): the order the steps run in, by value per minute
-STEPS = [("smoke", 60), ("headline", 150), ("epoch", 120), ("train", 200), ("headline_k5", 90), ("kernel_stats", 60),
+STEPS = [("smoke", 60), ("headline", 150), ("epoch", 120), ("train", 200), ("headline_k5", 90), ("train_fast", 120),
+         ("kernel_stats", 60),
          ("kernel_tests_fixed", 150), ("kernel_tests", 150), ("bench", 240), ("conv_tests", 120),
          ("conv_bench", 180), ("cifar10_conv", 240)]
 # the headline ep_step cases of bench/test_bench_kernels.py (-k expression; K10 or K5 after it)
@@ -211,6 +214,11 @@ def commands(args, data: str | None, out: Path) -> dict:
         "train": [py, "-m", "tritonep", "train", "mnist-2hl", "--epochs", str(1 if dry else args.epochs),
                   "--backend", backend, "--device", dev, "--data-dir", str(data), "--no-download", "--quiet",
                   "--out", str(out / "mnist-2hl.json")]
+        + (["--limit-train", "1000", "--limit-test", "500"] if dry else []) if data else no_data,
+        # the fastest configuration: alternating updates at half of T and K, tf32 products
+        "train_fast": [py, "-m", "tritonep", "train", "mnist-2hl-alt", "--precision", "tf32",
+                       "--epochs", str(1 if dry else args.epochs), "--backend", backend, "--device", dev,
+                       "--data-dir", str(data), "--no-download", "--quiet", "--out", str(out / "mnist-2hl-alt.json")]
         + (["--limit-train", "1000", "--limit-test", "500"] if dry else []) if data else no_data,
         "kernel_stats": [py, "bench/gpu_smoke.py", "stats", "--out", str(out / "kernels.json")],
         "kernel_tests_fixed": kernel_tests,
