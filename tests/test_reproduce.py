@@ -216,3 +216,12 @@ def test_ep_rows_show_their_gap_to_bp_beside_the_papers():
     assert reproduce.fmt_gap(g) == "-1.80 / +1.49"
     assert reproduce.gap_to_bp(rows["cifar10-10hl"], rows) is None  # no BP twin in the summary
     assert reproduce.gap_to_bp(rows["cifar10-5hl-bp"], rows) is None
+
+
+def test_runs_saved_before_a_config_key_existed_are_reused():
+    """A key added since (its default None, e.g. guard_residual) does not make an old
+    run "another setting"; a real difference is named."""
+    cfg = reproduce.row_config(paper.ROWS["mnist-2hl"], 0, {})
+    old = {k: v for k, v in cfg.items() if k != "guard_residual"}
+    assert reproduce.comparable(old) == reproduce.comparable(cfg)
+    assert reproduce.comparable({**old, "lr": 0.5}) != reproduce.comparable(cfg)

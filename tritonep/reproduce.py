@@ -43,9 +43,11 @@ def row_config(row: Row, seed: int, opts: dict) -> dict:
     return cfg
 
 
-def _comparable(cfg: dict) -> dict:
+def comparable(cfg: dict) -> dict:
     """A config as it reads back from JSON, without the keys that do not change results."""
     c = presets.upgrade(json.loads(json.dumps(cfg)))
+    for key in [k for k, v in c.items() if v is None]:  # a key added since (None) reads as absent
+        del c[key]
     for key in ("device", "backend"):
         c.pop(key, None)
     return c
@@ -186,9 +188,9 @@ def _one_run(row: Row, seed: int, opts: dict, out_dir: Path, *, resume_existing:
     resume = None
     if resume_existing and path.exists():
         saved = json.loads(path.read_text())
-        if _comparable(saved["config"]) != _comparable(cfg):
-            diff = {k: (saved["config"].get(k), cfg.get(k)) for k in _comparable(cfg)
-                    if _comparable(saved["config"]).get(k) != _comparable(cfg).get(k)}
+        if comparable(saved["config"]) != comparable(cfg):
+            a, b = comparable(saved["config"]), comparable(cfg)
+            diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
             raise ValueError(f"{path} holds a run with other settings {diff} (saved, asked); use another --out "
                              f"or drop --resume-existing")
         if saved.get("finished"):
